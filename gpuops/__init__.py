@@ -1,0 +1,3 @@
+"""gpuops: diagnose, pin and use the NVIDIA GPU software stack."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Thin command-line skin over the gpuops library."""

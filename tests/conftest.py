@@ -1,0 +1,38 @@
+"""Shared test plumbing.
+
+Real components (MLflow server, Docker Engine, moto, Chromium) are set up by fixtures in the
+test folders that need them. ``require`` is the one place that decides what happens when a
+component cannot be had: outside CI the test is skipped with the reason; with ``CI=true`` the
+test fails, because in CI these tests must run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(ok: bool, why: str) -> None:
+    """Skip (locally) or fail (in CI) when a real component is not available."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"required component missing in CI: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    require(SHARED.is_dir(), f"{SHARED} not found (the shared/ folder beside the checkout)")
+    return SHARED

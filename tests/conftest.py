@@ -36,3 +36,7 @@ def repo() -> Path:
 def shared() -> Path:
     require(SHARED.is_dir(), f"{SHARED} not found (the shared/ folder beside the checkout)")
     return SHARED
+
+
+# Fixtures that start real components, shared by several test folders.
+pytest_plugins = ["tests.infra.docker_engine", "tests.infra.mlflow_server"]

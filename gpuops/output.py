@@ -74,7 +74,7 @@ class Output:
 
     def error(self, message: str) -> None:
         """Errors always show, on stderr, in every mode."""
-        self.err_console.print(f"[bold red]error:[/bold red] {message}", markup=True)
+        self.err_console.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
 
     def json(self, obj: Any) -> None:
         """The one JSON document of a --json run."""

@@ -1,0 +1,277 @@
+"""The capture: everything doctor gathered from a host, raw, in a versioned YAML format.
+
+A capture holds *observations*, not conclusions: each command with its exit code, stdout and
+stderr; file contents; directory globs; Python package metadata; environment variables; the NVML
+answer; ``--deep`` child-process results. Parsing happens later (``gpuops.doctor.facts``), so a
+capture taken today can be diagnosed by tomorrow's doctor, on another machine.
+
+Captures made from bug reports (the test fixtures) also use ``stated``: facts a person reported
+without the raw output (e.g. "driver 470.182.03"). They rank below observed values.
+
+The format is documented in ``docs/capture-format.md``. ``FORMAT_VERSION`` changes when a
+reader of the old format would misread the new one; unknown versions are refused (exit 2).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gpuops.errors import UsageError
+
+FORMAT = "gpuops-capture"
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    # defer_build: the live path builds records with model_construct (no validation needed for what
+    # gpuops itself measured), so the validation schema is only built when a file is loaded or saved.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class CommandRecord(_Strict):
+    """One command run through the runner. ``error`` says why it gave no normal result."""
+
+    argv: list[str]
+    rc: int | None = None  # None: did not run, or (in a report) not shown
+    stdout: str = ""
+    stderr: str = ""
+    error: Literal["not_found", "timeout", "permission", "failed_to_start"] | None = None
+    seconds: float | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        """stdout and stderr together (tools mix what goes where)."""
+        if self.stdout and self.stderr:
+            return self.stdout.rstrip("\n") + "\n" + self.stderr
+        return self.stdout or self.stderr
+
+
+class FileRecord(_Strict):
+    """A file read as text (truncated to a limit). ``content`` None: absent or unreadable."""
+
+    content: str | None = None
+    error: Literal["missing", "permission", "not_text", "other"] | None = None
+    truncated: bool = False
+
+
+class DistRecord(_Strict):
+    """An installed Python distribution (from its metadata, never imported)."""
+
+    name: str
+    version: str | None = None
+    location: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)  # relative path -> text (e.g. torch/version.py)
+
+
+class NvmlGpu(_Strict):
+    index: int
+    name: str | None = None
+    cc: str | None = None  # "9.0"
+    memory_mib: int | None = None
+    pci_bus_id: str | None = None
+
+
+class NvmlRecord(_Strict):
+    """What NVML answered (through nvidia-ml-py), or why it could not be asked."""
+
+    ok: bool
+    error: str | None = None
+    driver_version: str | None = None
+    nvml_version: str | None = None
+    cuda_driver_version: int | None = None  # e.g. 12020 for 12.2
+    gpus: list[NvmlGpu] = Field(default_factory=list)
+
+
+class PciDevice(_Strict):
+    slot: str
+    vendor: str  # "0x10de"
+    device: str | None = None
+    pci_class: str | None = None  # "0x030000"
+    driver: str | None = None  # bound kernel driver, e.g. "nvidia", "nouveau"
+
+
+class DeepRecord(_Strict):
+    """``--deep``: one framework imported in a child process, one tiny convolution on the GPU."""
+
+    framework: str
+    ok: bool | None = None
+    output: str = ""
+    error: str | None = None
+    seconds: float | None = None
+
+
+class LogRecord(_Strict):
+    """An error text the user attached (``--log FILE``), or that a bug report showed."""
+
+    origin: str  # what produced it: "torch import", "docker run --gpus all", a file name
+    text: str
+
+
+class StatedGpu(_Strict):
+    name: str | None = None
+    cc: str | None = None
+    count: int = 1
+
+
+class StatedPackage(_Strict):
+    name: str
+    version: str | None = None
+    cuda: str | None = None  # the CUDA the build targets, "11.7"; "cpu" for a CPU-only build
+
+
+class Stated(_Strict):
+    """Facts a person reported without the raw output. Used only where no observation exists."""
+
+    os: str | None = None
+    kernel: str | None = None
+    driver_version: str | None = None
+    loaded_module_version: str | None = None
+    userspace_driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    gpus: list[StatedGpu] = Field(default_factory=list)
+    gpu_present: bool | None = None
+    cuda_toolkit: str | None = None
+    cudnn: str | None = None
+    secure_boot: bool | None = None
+    modules_loaded: list[str] = Field(default_factory=list)
+    in_container: bool | None = None
+    docker_installed_as: str | None = None  # "snap", "deb", ...
+    packages: list[StatedPackage] = Field(default_factory=list)
+    os_packages: dict[str, str | None] = Field(default_factory=dict)
+
+
+class PythonInfo(_Strict):
+    version: str | None = None
+    executable: str | None = None
+    prefix: str | None = None
+
+
+class PlatformInfo(_Strict):
+    system: str | None = None
+    machine: str | None = None
+    kernel: str | None = None  # the running kernel, as `uname -r` prints it
+    cpu_model: str | None = None
+
+
+class Capture(_Strict):
+    format: Literal["gpuops-capture"] = FORMAT
+    format_version: int = FORMAT_VERSION
+    created: str | None = None
+    gpuops_version: str | None = None
+    kind: Literal["live", "quick", "report"] = "live"
+    source: str | None = None  # for captures made from a public report: its URL
+    note: str | None = None
+    platform: PlatformInfo = Field(default_factory=PlatformInfo)
+    python: PythonInfo = Field(default_factory=PythonInfo)
+    commands: dict[str, CommandRecord] = Field(default_factory=dict)
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+    globs: dict[str, list[str]] = Field(default_factory=dict)
+    pci: list[PciDevice] | None = None
+    packages: dict[str, DistRecord] | None = None  # None: not collected
+    env: dict[str, str] = Field(default_factory=dict)
+    nvml: NvmlRecord | None = None
+    deep: list[DeepRecord] | None = None
+    logs: list[LogRecord] = Field(default_factory=list)
+    stated: Stated | None = None
+
+    # Not part of the file: set on a capture made on this host in this process.
+    live: bool = Field(default=False, exclude=True)
+
+    # -- accessors that never raise ---------------------------------------------------------
+    def cmd(self, key: str) -> CommandRecord | None:
+        return self.commands.get(key)
+
+    def file(self, path: str) -> str | None:
+        rec = self.files.get(path)
+        return rec.content if rec else None
+
+    def file_known(self, path: str) -> bool:
+        """True when the file was looked at (present or not)."""
+        return path in self.files
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _str_presenter(dumper: Any, data: str) -> Any:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+def dump_capture(capture: Capture) -> str:
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    _Dumper.add_representer(str, _str_presenter)
+    data = capture.model_dump(mode="json", exclude_none=False)
+    # Keep files readable: drop empty sections.
+    for key in ("logs",):
+        if not data.get(key):
+            data.pop(key, None)
+    if data.get("stated") is None:
+        data.pop("stated", None)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+
+
+def save_capture(capture: Capture, path: str | Path) -> Path:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(dump_capture(capture), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{p}: cannot write the capture ({e.strerror or e})") from None
+    return p
+
+
+def parse_capture(data: Any, where: str = "capture") -> Capture:
+    """Validate a decoded capture document; one clear ``UsageError`` line when it is not one."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: not a gpuops capture (expected a mapping, got {type(data).__name__})")
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        raise UsageError(f"{where}: not a gpuops capture (format: {fmt!r}, expected {FORMAT!r})")
+    ver = data.get("format_version")
+    if ver != FORMAT_VERSION:
+        raise UsageError(
+            f"{where}: unknown capture format_version {ver!r}; this gpuops reads version {FORMAT_VERSION}",
+            hint="upgrade gpuops, or re-capture with this version",
+        )
+    try:
+        return Capture.model_validate(data)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{where}: malformed capture at {loc or '(top)'}: {first['msg']}") from None
+
+
+def load_capture(path: str | Path) -> Capture:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p}: no such capture file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{p}: cannot read the capture ({e})") from None
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise UsageError(f"{p}: not valid YAML (nested too deeply)") from None
+    return parse_capture(data, str(p))

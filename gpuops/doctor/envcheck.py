@@ -1,0 +1,130 @@
+"""Can this host run each pinned environment (``environments/*.yaml``)?
+
+For each environment: is the driver new enough for its CUDA, does its build carry kernels for the
+GPU's architecture, is a container runtime with GPU support present. Answers are ``True``,
+``False`` or ``None`` (cannot tell from what was collected), each with its reasons.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gpuops.doctor.facts import Facts
+from gpuops.doctor.findings import EnvVerdict
+
+
+def load_envs(env_dir: Path | None) -> tuple[list[Any], str | None]:
+    """The environment specs, or ([], why not)."""
+    if env_dir is None:
+        return [], None
+    try:
+        from gpuops.envs import load_environments
+    except Exception as e:  # the envs package is missing or broken: report, do not fail doctor
+        return [], f"environments not available ({type(e).__name__})"
+    if not Path(env_dir).is_dir():
+        return [], f"no environments ({env_dir} not found)"
+    try:
+        return list(load_environments(Path(env_dir))), None
+    except Exception as e:
+        return [], f"environments could not be read: {e}"
+
+
+def _ccs(facts: Facts, kb: Any | None) -> list[str]:
+    out = []
+    for g in facts.gpus or []:
+        cc = g.cc
+        if cc is None and g.name and kb is not None:
+            try:
+                cc = kb.gpu_cc(g.name)
+            except Exception:
+                cc = None
+        if cc and cc not in out:
+            out.append(cc)
+    return out
+
+
+def env_verdicts(envs: list[Any], facts: Facts, kb: Any | None) -> list[EnvVerdict]:
+    out = []
+    docker_ok = facts.docker is not None and facts.docker.reachable
+    gpu_runtime = (
+        docker_ok
+        and ("nvidia" in facts.docker.runtimes or bool(facts.cdi_specs) or facts.nvidia_ctk is not None)
+        if facts.docker
+        else False
+    )
+    ccs = _ccs(facts, kb)
+    for e in envs:
+        reasons: list[str] = []
+        ok: bool | None = True
+        cuda = getattr(e, "cuda", None)
+        if facts.docker is None:
+            ok, reasons = None, ["Docker not probed"]
+        elif not docker_ok:
+            ok = False
+            reasons.append(
+                "no reachable Docker daemon" + (f" ({facts.docker.error})" if facts.docker.error else "")
+            )
+        if cuda is None:
+            if ok:
+                reasons.append("CPU build: runs without a GPU")
+            out.append(
+                EnvVerdict(
+                    name=e.name,
+                    framework=e.framework,
+                    framework_version=e.framework_version,
+                    cuda=None,
+                    runnable=ok,
+                    reasons=reasons,
+                )
+            )
+            continue
+        if facts.gpu_present is False or (facts.gpu_count == 0):
+            ok = False
+            reasons.append("no NVIDIA GPU")
+        elif not facts.driver_version:
+            ok = False if ok is not None else None
+            reasons.append("no working NVIDIA driver")
+        elif kb is not None:
+            try:
+                v = kb.driver_supports_cuda(facts.driver_version, cuda)
+                if v.ok is False:
+                    ok = False
+                    reasons.append(f"driver too old for CUDA {cuda}: {v.reason}")
+                elif v.ok is None and ok:
+                    ok = None
+                    reasons.append(f"driver support for CUDA {cuda} unknown")
+                else:
+                    reasons.append(f"driver {facts.driver_version} runs CUDA {cuda}")
+            except Exception:
+                pass
+        if ccs and kb is not None and e.framework == "pytorch":
+            try:
+                al = kb.torch_arch_list(e.framework_version, cuda)
+            except Exception:
+                al = None
+            if al is not None:
+                for cc in ccs:
+                    if kb.build_runs_on(cc, al.sms, al.ptx):
+                        reasons.append(
+                            f"sm_{cc.replace('.', '')} covered by the cu{cuda.replace('.', '')} build"
+                        )
+                    else:
+                        ok = False
+                        reasons.append(
+                            f"sm_{cc.replace('.', '')} not in the build's architectures ({', '.join(al.sms)})"
+                        )
+        if docker_ok and not gpu_runtime and facts.gpu_present:
+            ok = False
+            reasons.append("Docker has no NVIDIA runtime (container toolkit missing)")
+        out.append(
+            EnvVerdict(
+                name=e.name,
+                framework=e.framework,
+                framework_version=e.framework_version,
+                cuda=cuda,
+                runnable=ok,
+                reasons=reasons,
+            )
+        )
+    return out

@@ -1,0 +1,107 @@
+"""What doctor reports: findings (code, severity, evidence, explanation, repair plan) and the report."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["error", "warning", "info"]
+
+# The shared vocabulary (doctor-cases/README.md) plus doctor's own codes.
+CODES: dict[str, str] = {
+    "kernel_module_not_built_after_upgrade": "no NVIDIA kernel module for the running kernel",
+    "driver_library_mismatch_needs_reboot": "loaded kernel module and user-space driver differ",
+    "driver_too_old_for_cuda": "driver older than the CUDA a framework build or container needs",
+    "framework_cpu_only_build": "a CPU-only framework build on a GPU machine",
+    "framework_cuda_variant_mismatch": "framework built for other CUDA libraries than those present",
+    "cudnn_missing_or_wrong_version": "cuDNN absent or of a version the build cannot load",
+    "gpu_arch_unsupported_by_build": "no kernels (nor usable PTX) for this GPU in the build",
+    "nouveau_conflict": "nouveau holds the GPU",
+    "secure_boot_blocks_module": "Secure Boot refuses the unsigned NVIDIA module",
+    "container_toolkit_missing": "docker run --gpus cannot work",
+    "ld_library_path": "the loader search path picks wrong CUDA/cuDNN libraries",
+    "cupy_package_mismatch": "several CuPy packages, or a CuPy for another CUDA or Chainer",
+    "no_nvidia_gpu": "no NVIDIA GPU on this machine",
+    # doctor's own codes
+    "driver_not_installed": "an NVIDIA GPU is present but no NVIDIA driver is installed",
+    "nvidia_smi_hung": "nvidia-smi did not answer in time",
+    "fabric_manager_not_running": "CUDA reports 'system not yet initialized' (NVSwitch Fabric Manager)",
+    "driver_not_loaded": "the NVIDIA driver is installed but not loaded, cause not determined",
+}
+
+
+class RepairStep(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    command: str
+    why: str
+    needs_root: bool = True
+    needs_reboot: bool = False
+    optional: bool = False  # prevention, offered not required
+    manual: bool = False  # a person must do it (firmware, shell profile): the executor stops there
+    verify: str | None = None  # a shell command that must succeed after the step
+    resolves: str | None = None  # the finding code this step should make disappear
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    code: str
+    severity: Severity
+    title: str
+    evidence: list[str] = Field(default_factory=list)
+    explanation: str = ""
+    confidence: Literal["confirmed", "likely"] = "confirmed"
+    plan: list[RepairStep] = Field(default_factory=list)
+    history: list[str] = Field(default_factory=list)  # package changes that explain it
+    sources: list[str] = Field(default_factory=list)
+
+
+class EnvVerdict(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+    framework: str
+    framework_version: str
+    cuda: str | None
+    runnable: bool | None  # None: cannot tell from what was collected
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    capture_kind: str
+    source: str | None = None
+    summary: dict[str, str] = Field(default_factory=dict)
+    findings: list[Finding] = Field(default_factory=list)
+    timeline: list[str] = Field(default_factory=list)
+    environments: list[EnvVerdict] = Field(default_factory=list)
+    environments_note: str | None = None
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+    def codes(self, severity: Severity | None = None) -> set[str]:
+        return {f.code for f in self.findings if severity is None or f.severity == severity}
+
+    def plan(self) -> list[RepairStep]:
+        """The ordered repair plan of all error findings (then warnings), without repeats."""
+        seen: set[str] = set()
+        out: list[RepairStep] = []
+        for sev in ("error", "warning"):
+            for f in self.findings:
+                if f.severity != sev:
+                    continue
+                for s in f.plan:
+                    if s.command in seen:
+                        continue
+                    seen.add(s.command)
+                    out.append(s)
+        return out

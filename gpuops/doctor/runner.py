@@ -1,0 +1,195 @@
+"""The one seam between doctor and the host: run a command, read a file, expand a glob.
+
+Every probe goes through a ``Runner``. ``LiveRunner`` touches the real host with a time-out on
+every command (a hung ``nvidia-smi`` is a real failure mode); a missing binary, a time-out or a
+permission error come back as values in the record, never as exceptions. Tests use the same
+``LiveRunner`` against real programs (a script that hangs, a binary that is absent) and a
+``root`` prefix, so that file probes can be pointed at a throwaway tree.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Protocol
+
+from gpuops.doctor.capture import CommandRecord, FileRecord
+
+DEFAULT_TIMEOUT = 5.0
+MAX_OUTPUT = 200_000
+MAX_FILE = 200_000
+
+
+class Runner(Protocol):
+    def run(
+        self, argv: list[str], timeout: float = DEFAULT_TIMEOUT, env: dict[str, str] | None = None
+    ) -> CommandRecord: ...
+
+    def read(self, path: str, limit: int = MAX_FILE) -> FileRecord: ...
+
+    def read_bytes(self, path: str, limit: int = MAX_FILE) -> bytes | None: ...
+
+    def glob(self, pattern: str) -> list[str]: ...
+
+    def readlink(self, path: str) -> str | None: ...
+
+    def unix_get(
+        self, sock: str, path: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[int | None, str, str | None]: ...
+
+
+def _cut(text: str, limit: int = MAX_OUTPUT) -> str:
+    return text if len(text) <= limit else text[:limit] + "\n[... truncated by gpuops]\n"
+
+
+class LiveRunner:
+    """Runs on this host. ``root`` re-bases file paths (``/proc/x`` -> ``root/proc/x``)."""
+
+    def __init__(
+        self,
+        *,
+        root: str | Path | None = None,
+        path: str | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.root = str(root) if root else ""
+        self.path = path  # PATH used to find binaries; None = the process's PATH
+        self.default_timeout = default_timeout
+
+    def _p(self, path: str) -> str:
+        return self.root + path if self.root else path
+
+    def run(
+        self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> CommandRecord:
+        timeout = self.default_timeout if timeout is None else timeout
+        exe = shutil.which(argv[0], path=self.path) if "/" not in argv[0] else argv[0]
+        if exe is None or not os.path.exists(exe):
+            return CommandRecord.model_construct(argv=argv, error="not_found")
+        full_env = dict(os.environ)
+        full_env.update({"LC_ALL": "C", "LANG": "C"})
+        if env:
+            full_env.update(env)
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.Popen(
+                [exe, *argv[1:]],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                start_new_session=True,
+            )
+        except PermissionError:
+            return CommandRecord.model_construct(argv=argv, error="permission")
+        except OSError as e:
+            return CommandRecord.model_construct(argv=argv, error="failed_to_start", stderr=str(e))
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Kill the whole session: a hung tool may have children holding the pipes.
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
+                proc.kill()
+            try:
+                out, err = proc.communicate(timeout=2)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b""
+            return CommandRecord.model_construct(
+                argv=argv,
+                rc=None,
+                error="timeout",
+                stdout=_cut(out.decode("utf-8", "replace")),
+                stderr=_cut(err.decode("utf-8", "replace")),
+                seconds=round(time.perf_counter() - t0, 3),
+            )
+        return CommandRecord.model_construct(
+            argv=argv,
+            rc=proc.returncode,
+            stdout=_cut(out.decode("utf-8", "replace")),
+            stderr=_cut(err.decode("utf-8", "replace")),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+
+    def read(self, path: str, limit: int = MAX_FILE) -> FileRecord:
+        try:
+            with open(self._p(path), "rb") as fh:
+                data = fh.read(limit + 1)
+        except FileNotFoundError:
+            return FileRecord.model_construct(error="missing")
+        except NotADirectoryError:
+            return FileRecord.model_construct(error="missing")
+        except PermissionError:
+            return FileRecord.model_construct(error="permission")
+        except OSError:
+            return FileRecord.model_construct(error="other")
+        truncated = len(data) > limit
+        data = data[:limit]
+        if path.endswith(".gz"):
+            import gzip
+            import zlib
+
+            try:
+                data = gzip.decompress(data)[:limit]
+            except (OSError, EOFError, zlib.error):
+                return FileRecord.model_construct(error="not_text")
+        if b"\x00" in data[:4096]:
+            return FileRecord.model_construct(error="not_text")
+        return FileRecord.model_construct(content=data.decode("utf-8", "replace"), truncated=truncated)
+
+    def read_bytes(self, path: str, limit: int = MAX_FILE) -> bytes | None:
+        try:
+            with open(self._p(path), "rb") as fh:
+                return fh.read(limit)
+        except OSError:
+            return None
+
+    def glob(self, pattern: str) -> list[str]:
+        try:
+            hits = _glob.glob(self._p(pattern))
+        except OSError:
+            return []
+        n = len(self.root)
+        return sorted(h[n:] if n else h for h in hits)
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(self._p(path))
+        except OSError:
+            return None
+
+    def unix_get(
+        self, sock: str, path: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[int | None, str, str | None]:
+        """HTTP GET over a unix socket (the Docker Engine API): (status, body, error)."""
+        import http.client
+        import socket
+
+        class _Conn(http.client.HTTPConnection):
+            def connect(self) -> None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(timeout)
+                s.connect(self._sock_path)  # type: ignore[attr-defined]
+                self.sock = s
+
+        conn = _Conn("localhost", timeout=timeout)
+        conn._sock_path = self._p(sock)  # type: ignore[attr-defined]
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read(MAX_OUTPUT).decode("utf-8", "replace"), None
+        except PermissionError:
+            return None, "", "permission"
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None, "", "not_found"
+        except TimeoutError:
+            return None, "", "timeout"
+        except OSError as e:
+            return None, "", str(e)
+        finally:
+            conn.close()

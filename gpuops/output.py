@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 
 def _default(o: Any) -> Any:
@@ -61,20 +62,22 @@ class Output:
             return
         self.console.print(*renderables)
 
+    # Messages are plain text: never interpreted as rich markup or emoji codes, so that
+    # "[source: x]" or "gpuops:x:" print as written. Errors are never wrapped (one line).
     def info(self, message: str) -> None:
         """A status line on stderr (suppressed in --quiet)."""
         if self.quiet:
             return
-        self.err_console.print(message)
+        self.err_console.print(Text(message))
 
     def warn(self, message: str) -> None:
         if self.quiet:
             return
-        self.err_console.print(f"[yellow]warning:[/yellow] {message}")
+        self.err_console.print(Text.assemble(("warning:", "yellow"), " ", message))
 
     def error(self, message: str) -> None:
         """Errors always show, on stderr, in every mode."""
-        self.err_console.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+        self.err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
 
     def json(self, obj: Any) -> None:
         """The one JSON document of a --json run."""

@@ -28,7 +28,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/gpuops doctor || true
-	$(BIN)/gpuops run experiments/srcnn_y.yaml --target local --preset quick
+	$(BIN)/gpuops run experiments/quickstart.yaml --target local
+	@echo "MLflow store: $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns/)"
+	@echo "Open the MLflow UI on this store: $(BIN)/gpuops ui"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gpuops tests bench

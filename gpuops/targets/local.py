@@ -1,0 +1,206 @@
+"""``LocalTarget``: train on this machine, in a child process.
+
+``launch`` creates (or attaches to) the MLflow run in this process, then starts
+``python -m gpuops.train.worker`` (through ``python -m torch.distributed.run`` when
+``resources.gpus > 1``). The child writes progress events (JSON lines) to a file in the job
+folder; ``follow`` reads them while it runs. Whatever happens to the child (a crash, Ctrl-C, a
+kill), ``wait`` makes sure the run does not stay RUNNING.
+
+The child stays in the caller's process group, so a Ctrl-C at the terminal reaches both; the
+child ends its run as KILLED, and the parent checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gpuops.targets.base import Job, JobState, LaunchRequest
+
+_STATE = {"FINISHED": JobState.SUCCEEDED, "FAILED": JobState.FAILED, "KILLED": JobState.KILLED,
+          "RUNNING": JobState.RUNNING, "SCHEDULED": JobState.PENDING}
+
+
+def worker_command(resolved_file: Path, run_id: str, tracking_uri: str, events: Path, *, resume: bool,
+                   gpus: int, device: str) -> list[str]:
+    args = ["-m", "gpuops.train.worker", "--resolved", str(resolved_file), "--run-id", run_id,
+            "--tracking-uri", tracking_uri, "--events", str(events)]
+    if resume:
+        args.append("--resume")
+    if gpus > 1:
+        nproc = gpus
+        if device != "cpu":
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    nproc = min(gpus, torch.cuda.device_count())
+            except Exception:
+                pass
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                *args]
+    return [sys.executable, *args]
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(self) -> None:
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- launch -----------------------------------------------------------------------------
+    def launch(self, request: LaunchRequest) -> Job:
+        """Resolve the spec (unless given in ``options['resolved']``), set up the MLflow run and
+        start the trainer. Options: ``resolved``, ``resume`` (bool), ``parent_run_id``."""
+        from gpuops.experiments.spec import load_experiment
+        from gpuops.tracking.runs import load_run_spec, prepare_run
+        from gpuops.tracking.tracker import Tracker
+
+        opts = request.options
+        tracker = Tracker(request.tracking_uri)
+        resume = bool(opts.get("resume"))
+        resolved = opts.get("resolved")
+        if resolved is None:
+            if resume and request.run_id:
+                resolved = load_run_spec(tracker, request.run_id)
+            else:
+                resolved = load_experiment(request.spec_path, request.overrides, smoke=request.smoke,
+                                           download=bool(opts.get("download")))
+        run_id = prepare_run(tracker, resolved, target=str(opts.get("target_tag", "local")),
+                             run_id=request.run_id, parent_run_id=opts.get("parent_run_id"))  # type: ignore[arg-type]
+        jobdir = Path(tempfile.mkdtemp(prefix="gpuops-job-"))
+        resolved_file = jobdir / "resolved.json"
+        resolved_file.write_text(json.dumps(resolved.to_dict()))
+        events, log = jobdir / "events.jsonl", jobdir / "worker.log"
+        events.touch()
+        cmd = worker_command(resolved_file, run_id, tracker.tracking_uri, events, resume=resume,
+                             gpus=resolved.spec.resources.gpus, device=resolved.spec.resources.device)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        self._procs[str(proc.pid)] = proc
+        return Job(target=self.name, job_id=str(proc.pid), run_id=run_id,
+                   details={"jobdir": str(jobdir), "events": str(events), "log": str(log),
+                            "tracking_uri": tracker.tracking_uri, "experiment": resolved.experiment_name,
+                            "command": cmd})
+
+    # -- status / logs / stop ---------------------------------------------------------------
+    def _proc(self, job: Job) -> subprocess.Popen[bytes] | None:
+        return self._procs.get(job.job_id)
+
+    def status(self, job: Job) -> JobState:
+        proc = self._proc(job)
+        if proc is not None and proc.poll() is None:
+            return JobState.RUNNING
+        if job.run_id:
+            from gpuops.tracking.tracker import Tracker
+
+            tr = Tracker(str(job.details["tracking_uri"]))
+            tr.run_id = job.run_id
+            return _STATE.get(tr.status(), JobState.UNKNOWN)
+        return JobState.UNKNOWN
+
+    def logs(self, job: Job, follow: bool = False) -> Iterator[str]:
+        """The trainer's stdout/stderr, line by line (``follow``: until it exits)."""
+        path = Path(str(job.details["log"]))
+        proc = self._proc(job)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            while True:
+                line = f.readline()
+                if line:
+                    yield line.rstrip("\n")
+                    continue
+                if not follow or proc is None or proc.poll() is not None:
+                    rest = f.read()
+                    yield from rest.splitlines()
+                    return
+                time.sleep(0.2)
+
+    def stop(self, job: Job, *, signalled: bool = False, grace: float = 30.0) -> None:
+        """Interrupt the trainer (SIGINT, then SIGTERM, then SIGKILL) and make sure the run is KILLED."""
+        proc = self._proc(job)
+        if proc is not None and proc.poll() is None:
+            if signalled:  # the terminal's Ctrl-C reached the trainer too: give it time to end its run
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                if sig is not None:
+                    proc.send_signal(sig)
+                try:
+                    proc.wait(timeout=grace if sig is None else 10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self._mark(job, "KILLED", "stopped by gpuops (Ctrl-C)")
+
+    # -- following a run --------------------------------------------------------------------
+    def follow(self, job: Job, poll: float = 0.2) -> Iterator[dict[str, Any]]:
+        """Progress events from the trainer until it exits."""
+        proc = self._proc(job)
+        with open(str(job.details["events"]), encoding="utf-8") as f:
+            buf = ""
+            while True:
+                chunk = f.read()
+                if chunk:
+                    buf += chunk
+                    *lines, buf = buf.split("\n")
+                    for line in lines:
+                        if line.strip():
+                            try:
+                                yield json.loads(line)
+                            except json.JSONDecodeError:
+                                continue
+                    continue
+                if proc is None or proc.poll() is not None:
+                    return
+                time.sleep(poll)
+
+    def wait(self, job: Job) -> tuple[int, str]:
+        """Wait for the trainer; return (exit code, final MLflow status). A run the trainer could
+        not end (killed, crashed before it could) is marked here."""
+        proc = self._proc(job)
+        rc = proc.wait() if proc is not None else 1
+        if rc == 0:
+            status = self._mark(job, "FAILED", "the trainer exited without ending its run")
+        elif rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+            status = self._mark(job, "KILLED", f"the trainer was stopped (exit code {rc})")
+        else:
+            status = self._mark(job, "FAILED", f"the trainer exited with code {rc}:\n{self.tail(job)}")
+        return rc, status
+
+    def cleanup(self, job: Job) -> None:
+        """Remove the job folder (resolved spec, events, trainer log)."""
+        import shutil
+
+        shutil.rmtree(str(job.details["jobdir"]), ignore_errors=True)
+        self._procs.pop(job.job_id, None)
+
+    def tail(self, job: Job, lines: int = 40) -> str:
+        try:
+            text = Path(str(job.details["log"])).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _mark(self, job: Job, status: str, error: str) -> str:
+        if not job.run_id:
+            return "UNKNOWN"
+        from gpuops.tracking.tracker import Tracker, mark_if_running
+
+        uri = str(job.details["tracking_uri"])
+        mark_if_running(uri, job.run_id, status, error)
+        tr = Tracker(uri)
+        tr.run_id = job.run_id
+        return tr.status()

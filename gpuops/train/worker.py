@@ -1,0 +1,152 @@
+"""The training child process: ``python -m gpuops.train.worker --resolved FILE --run-id ID ...``.
+
+Started by ``gpuops.targets.local.LocalTarget`` (directly, or through ``torchrun`` for DDP). It
+logs into an MLflow run that the parent already created, writes progress events for the parent,
+and always ends the run: FINISHED, KILLED on Ctrl-C / SIGTERM, FAILED with the traceback on an
+exception. Under DDP only rank 0 talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _sigterm(_signo: int, _frame: Any) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _system_metrics(spec: Any, device: Any, run_id: str, uri: str) -> Any:
+    want = spec.tracking.system_metrics
+    if want is None:
+        want = device.type == "cuda" and _nvml_ok()
+    if not want:
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        mon = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1, tracking_uri=uri)
+        mon.start()
+        return mon
+    except Exception:  # system metrics are a nice-to-have; never fail a run on them
+        return None
+
+
+def _nvml_ok() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return True
+    except Exception:
+        return False
+
+
+def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: str | None,
+               events_path: str | None = None, resume: bool = False) -> int:
+    """Train one experiment; return the process exit code (0, 1 failed, 130 interrupted)."""
+    import torch
+
+    from gpuops.experiments.spec import resolved_from_dict
+    from gpuops.tracking.tracker import Tracker
+    from gpuops.train.common import Events, RunContext, env_int, pick_device, seed_everything
+
+    resolved = resolved_from_dict(resolved_doc)
+    spec = resolved.spec
+    rank, world, local_rank = env_int("RANK", 0), env_int("WORLD_SIZE", 1), env_int("LOCAL_RANK", 0)
+    tracker: Tracker | None = None
+    if rank == 0:
+        tracker = Tracker(tracking_uri)
+        tracker.start(run_id=run_id) if run_id else None
+    events = Events(events_path if rank == 0 else None)
+    monitor = None
+    backend = "none"
+    status, error, code = "FINISHED", None, 0
+    try:
+        if spec.resources.threads:
+            torch.set_num_threads(spec.resources.threads)
+        device = pick_device(spec.resources.device, local_rank)
+        if world > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend=backend)
+        seed_everything(spec.seed + rank, device)
+        if tracker is not None and tracker.run_id:
+            tracker.set_tags({"gpuops.device": str(device), "gpuops.world_size": str(world),
+                              "gpuops.ddp_backend": backend})
+            monitor = _system_metrics(spec, device, tracker.run_id, tracker.tracking_uri)
+        with tempfile.TemporaryDirectory(prefix="gpuops-train-") as tmp:
+            ctx = RunContext(resolved=resolved, tracker=tracker if tracker and tracker.run_id else None,
+                             events=events, device=device, rank=rank, world=world, resume=resume,
+                             workdir=Path(tmp))
+            if spec.task == "sr":
+                from gpuops.train.sr import train_sr
+
+                result = train_sr(ctx)
+            else:
+                from gpuops.train.classify import train_classify
+
+                result = train_classify(ctx)
+        events.emit("summary", metrics=result.final, iterations=result.iterations, start=result.start,
+                    seconds=result.seconds)
+    except KeyboardInterrupt:
+        status, error, code = "KILLED", "interrupted (Ctrl-C or SIGTERM)", 130
+    except BaseException as e:
+        status, error, code = "FAILED", "".join(traceback.format_exception(e)), 1
+        if isinstance(e, SystemExit):
+            code = int(e.code) if isinstance(e.code, int) else 1
+        events.emit("error", message=f"{type(e).__name__}: {e}")
+    finally:
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.finish()
+        if world > 1:
+            try:
+                import torch.distributed as dist
+
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+            except Exception:
+                pass
+        if tracker is not None and tracker.run_id:
+            try:
+                tracker.finish(status, error)
+            except Exception:  # the parent marks the run if this did not
+                code = code or 1
+        events.emit("end", status=status)
+        events.close()
+    if error and status == "FAILED":
+        sys.stderr.write(error)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gpuops.train.worker",
+                                description="Train one resolved gpuops experiment (started by gpuops run).")
+    p.add_argument("--resolved", required=True, help="JSON file with the resolved experiment")
+    p.add_argument("--run-id", help="the MLflow run to log into")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--events", help="file to append progress events to (JSON lines)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    a = p.parse_args(argv)
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _sigterm)
+    doc = json.loads(Path(a.resolved).read_text())
+    return run_worker(doc, a.run_id, a.tracking_uri, a.events, a.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Fixtures for the ``gpuops run`` tests: a real sqlite MLflow store per test, real image data
+(the T91/Set5 copies in experiments/data), the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, require
+
+DATA = REPO / "experiments" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    require((DATA / "T91").is_dir() and (DATA / "Set5").is_dir(),
+            f"{DATA}/T91 and Set5 (copied there by the sr library work)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store, created (schema migrations run) once per session."""
+    db = tmp_path_factory.mktemp("store_template") / "mlflow.db"
+    client(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(tmp_path: Path, store_template: Path) -> str:
+    """A fresh real sqlite store in this test's folder (a copy of the empty template: creating the
+    schema takes seconds, and two processes creating it at once race)."""
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(store_template, db)
+    return f"sqlite:///{db}"
+
+
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def tiny_sr_spec(folder: Path, name: str = "tiny_sr", **sections: dict[str, Any]) -> Path:
+    """A small but real SR experiment: 2 T91 images, a 2-layer net, Set5 centre crops."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "task": "sr",
+        "seed": 3,
+        "data": {"train": str(DATA / "T91"), "eval": str(DATA / "Set5"), "scale": 3, "colour": "y",
+                 "patch": 21, "sampling": "random", "patches": 64, "train_images": 2},
+        "model": {"arch": "srcnn", "layers": "8x3x3_1x3x3", "padding": "same"},
+        "train": {"iterations": 8, "batch_size": 8, "log_every": 2, "checkpoint_every": 4},
+        "eval": {"every": 4, "crop": 48, "panels": True},
+        "resources": {"device": "cpu", "threads": 1},
+    }
+    for key, value in sections.items():
+        spec.setdefault(key, {}).update(value)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def gpuops_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gpuops", *args]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    e.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(gpuops_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e,
+                          check=False)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str,
+             proc: subprocess.Popen[Any] | None = None) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}:\n{out[-3000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def only_run(uri: str, experiment: str) -> Any:
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = c.search_runs([exp.experiment_id])
+    return runs[0] if len(runs) == 1 else None

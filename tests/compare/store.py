@@ -144,7 +144,11 @@ def make_store(root: Path, uri: str | None = None) -> Store:
     store = Store(root=root, uri=uri)
     for exp in (EXPERIMENT, OTHER_EXPERIMENT):
         artifact_location = (root / "mlruns" / exp).as_uri() if uri.startswith("sqlite:") else None
-        store.experiment_ids[exp] = client.create_experiment(exp, artifact_location=artifact_location)
+        # A shared tracking server may already hold this experiment (other tests log smoke runs
+        # of srcnn_y to it): reuse it; the tests address runs by id.
+        existing = client.get_experiment_by_name(exp)
+        store.experiment_ids[exp] = (existing.experiment_id if existing is not None
+                                     else client.create_experiment(exp, artifact_location=artifact_location))
 
     local = local_env_tags()
     commit_a = "3f1c2e9a7d5b4c1e8f0a6b2d9c7e5a3b1f4d6c8e"

@@ -4,6 +4,17 @@ loop itself with logging / evaluation / checkpoints, and the progress events for
 Randomness per iteration comes from generators seeded with ``(seed, rank, iteration)``, so a run
 resumed from a checkpoint sees exactly the batches it would have seen, and the same spec on the
 CPU gives the same metrics twice.
+
+The instance contract (what the docker and aws targets set up, see ``gpuops/cloud/bootstrap.sh.tmpl``):
+
+* ``$GPUOPS_CHECKPOINT_DIR``: checkpoints are also written there as ``last.pt`` (the instance syncs
+  the folder to S3), and ``--resume`` prefers the one found there (same run only) to the MLflow
+  artifact. When ``$GPUOPS_CHECKPOINT_DIR/INTERRUPT`` appears (a spot interruption notice), the loop
+  checkpoints at the next iteration and stops with ``Interrupted``; the worker ends the run KILLED,
+  tagged ``gpuops.interrupted_at``, so that ``gpuops run --resume RUN_ID`` continues it.
+* ``$GPUOPS_OUTPUT_DIR``: the run's artifacts (model, panels, learning curve, spec, a summary) are
+  mirrored there, in the layout they have in MLflow (the host keeps the folder; the instance
+  uploads it to S3).
 """
 
 from __future__ import annotations
@@ -11,20 +22,41 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from gpuops.tracking.tracker import Tracker
+
 if TYPE_CHECKING:
     from gpuops.experiments.spec import ResolvedExperiment, TrainSpec
-    from gpuops.tracking.tracker import Tracker
 
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+CHECKPOINT_FILE = "last.pt"
+CHECKPOINT_DIR_ENV = "GPUOPS_CHECKPOINT_DIR"
+OUTPUT_DIR_ENV = "GPUOPS_OUTPUT_DIR"
+INTERRUPT_FILE = "INTERRUPT"  # created by the instance's watcher on a spot interruption notice
+INTERRUPT_POLL_DDP = 5  # under DDP the ranks agree on stopping every this many iterations
+
+
+def env_dir(name: str) -> Path | None:
+    """The folder named by environment variable ``name``; None when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
+class Interrupted(Exception):
+    """The run saw a spot interruption notice, checkpointed at ``iteration`` and stopped."""
+
+    def __init__(self, iteration: int) -> None:
+        super().__init__(f"spot interruption notice: checkpointed at iteration {iteration} and stopped")
+        self.iteration = iteration
 
 
 # --------------------------------------------------------------------------- events
@@ -41,6 +73,64 @@ class Events:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
+
+
+# --------------------------------------------------------------------------- outputs
+class MirroredTracker(Tracker):
+    """A ``Tracker`` that also writes every artifact it logs into ``out_dir`` (``$GPUOPS_OUTPUT_DIR``),
+    at the path it has in MLflow. Checkpoints are left out: they have ``$GPUOPS_CHECKPOINT_DIR``.
+    A copy that cannot be written never fails the run (MLflow has the artifact); the first such
+    error goes to the tag ``gpuops.output_dir_error``."""
+
+    def __init__(self, tracking_uri: str | None, out_dir: Path) -> None:
+        super().__init__(tracking_uri)
+        self.out_dir = out_dir
+        self._error_tagged = False
+
+    def _copy(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
+        rel = PurePosixPath(artifact_file)
+        if rel.is_absolute() or ".." in rel.parts or rel.parts[:1] == ("checkpoints",):
+            return
+        try:
+            dest = self.out_dir.joinpath(*rel.parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write(dest)
+        except Exception as e:
+            if not self._error_tagged and self.run_id:
+                self._error_tagged = True
+                self.set_tags({"gpuops.output_dir_error": f"{type(e).__name__}: {e}"})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        super().log_artifact(path, artifact_path)
+        name = Path(path).name
+        self._copy(f"{artifact_path.strip('/')}/{name}" if artifact_path else name,
+                   lambda dest: shutil.copyfile(path, dest))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        super().log_text(text, artifact_file)
+        self._copy(artifact_file, lambda dest: dest.write_text(text, encoding="utf-8"))
+
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        super().log_image(image, artifact_file)
+
+        def write(dest: Path) -> None:
+            if hasattr(image, "save"):  # a PIL image
+                image.save(dest)
+                return
+            import numpy as np
+            from PIL import Image
+
+            Image.fromarray(np.asarray(image)).save(dest)
+
+        self._copy(artifact_file, write)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        super().log_figure(figure, artifact_file)
+        self._copy(artifact_file, lambda dest: figure.savefig(dest))
+
+    def write_outputs(self, name: str, text: str) -> None:
+        """A file for the output folder only (not an MLflow artifact), e.g. the run's summary."""
+        self._copy(name, lambda dest: dest.write_text(text, encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- set-up
@@ -158,6 +248,8 @@ class RunContext:
     world: int = 1
     resume: bool = False
     workdir: Path = field(default_factory=lambda: Path("."))
+    run_id: str | None = None  # known on every rank (the tracker only exists on rank 0)
+    checkpoint_dir: Path | None = field(default_factory=lambda: env_dir(CHECKPOINT_DIR_ENV))
 
     @property
     def is_main(self) -> bool:
@@ -179,44 +271,90 @@ def maybe_ddp(model: nn.Module, ctx: RunContext) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- checkpoints
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # same folder: the rename is atomic
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 def save_checkpoint(ctx: RunContext, it: int, model: nn.Module, optimizer: Any, scheduler: Any,
                     extra: dict[str, Any] | None = None) -> None:
-    if not ctx.is_main or ctx.tracker is None:
+    """Rank 0 writes ``last.pt`` into ``$GPUOPS_CHECKPOINT_DIR`` first (what survives the instance),
+    then logs it as the run's ``checkpoints/last.pt`` artifact."""
+    if not ctx.is_main or (ctx.tracker is None and ctx.checkpoint_dir is None):
         return
-    path = ctx.workdir / "checkpoints" / "last.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"iteration": it, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "extra": extra or {}}, tmp)
-    tmp.replace(path)
-    ctx.tracker.log_artifact(path, "checkpoints")
-    ctx.tracker.set_tags({"gpuops.checkpoint_iteration": str(it)})
+    state = {"iteration": it, "run_id": ctx.run_id or (ctx.tracker.run_id if ctx.tracker else None),
+             "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "extra": extra or {}}
+    if ctx.checkpoint_dir is not None:
+        _atomic_save(state, ctx.checkpoint_dir / CHECKPOINT_FILE)
+    if ctx.tracker is not None:
+        path = ctx.workdir / "checkpoints" / CHECKPOINT_FILE
+        _atomic_save(state, path)
+        ctx.tracker.log_artifact(path, "checkpoints")
+        ctx.tracker.set_tags({"gpuops.checkpoint_iteration": str(it)})
+
+
+def _dir_checkpoint(ctx: RunContext) -> Path | None:
+    """``$GPUOPS_CHECKPOINT_DIR/last.pt`` when it belongs to this run."""
+    if ctx.checkpoint_dir is None:
+        return None
+    path = ctx.checkpoint_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        owner = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("run_id")
+    except Exception:  # a torn or foreign file: fall back to the MLflow artifact
+        return None
+    run_id = ctx.run_id or (ctx.tracker.run_id if ctx.tracker else None)
+    return path if owner is not None and owner == run_id else None
 
 
 def load_checkpoint(ctx: RunContext, model: nn.Module, optimizer: Any, scheduler: Any) -> int:
-    """Restore the run's last checkpoint (downloaded from its artifacts); the iteration to start
-    from, 0 when the run has none. Every rank loads it (rank 0 downloads first)."""
+    """Restore the run's last checkpoint: ``$GPUOPS_CHECKPOINT_DIR/last.pt`` when it is this run's,
+    else the run's ``checkpoints/last.pt`` artifact. Returns the iteration to start from (0 when
+    the run has none). Rank 0 picks the file; under DDP every rank loads that same file."""
     if not ctx.resume:
         return 0
-    path = ctx.workdir / "resume" / "last.pt"
-    if ctx.is_main and ctx.tracker is not None:
-        try:
-            got = ctx.tracker.download(CHECKPOINT_ARTIFACT, ctx.workdir / "resume")
-            if got != path and got.is_file():
-                path = got
-        except Exception:  # no checkpoint yet: start again from zero, in the same run
-            pass
-    if ctx.world > 1:
+    path: Path | None = None
+    if ctx.is_main:
+        path = _dir_checkpoint(ctx)
+        if path is None and ctx.tracker is not None:
+            try:
+                got = ctx.tracker.download(CHECKPOINT_ARTIFACT, ctx.workdir / "resume")
+                path = got if got.is_file() else None
+            except Exception:  # no checkpoint yet: start again from zero, in the same run
+                path = None
+    if ctx.world > 1:  # single node (torchrun --standalone): the ranks share the file system
         import torch.distributed as dist
 
-        dist.barrier()
-    if not path.is_file():
+        box = [str(path) if path else None]
+        dist.broadcast_object_list(box, src=0)
+        path = Path(box[0]) if box[0] else None
+    if path is None or not path.is_file():
         return 0
     state = torch.load(path, map_location=ctx.device, weights_only=True)
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return int(state["iteration"])
+
+
+def interrupt_requested(ctx: RunContext, done: int) -> bool:
+    """True when ``$GPUOPS_CHECKPOINT_DIR/INTERRUPT`` exists. Under DDP the ranks agree (every
+    ``INTERRUPT_POLL_DDP`` iterations, the same on all ranks) so that they stop together."""
+    if ctx.checkpoint_dir is None:
+        return False
+    if ctx.world <= 1:
+        return (ctx.checkpoint_dir / INTERRUPT_FILE).exists()
+    if done % INTERRUPT_POLL_DDP:
+        return False
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if (ctx.checkpoint_dir / INTERRUPT_FILE).exists() else 0.0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 # --------------------------------------------------------------------------- the loop
@@ -273,9 +411,18 @@ def fit(ctx: RunContext, model: nn.Module, *, batch: Callable[[int], tuple[torch
                 tr.log_metrics(metrics, step=done)
             ctx.events.emit("eval", it=done, metrics=metrics)
             final.update(metrics)
+        saved = False
         if t.checkpoint_every and done % t.checkpoint_every == 0 and done != total:
             save_checkpoint(ctx, done, model, optimizer, scheduler)
             ctx.events.emit("checkpoint", it=done)
+            saved = True
+        if done != total and interrupt_requested(ctx, done):
+            if not saved:
+                save_checkpoint(ctx, done, model, optimizer, scheduler)
+                ctx.events.emit("checkpoint", it=done)
+            if tr is not None:
+                tr.set_tags({"gpuops.interrupted_at": str(done)})
+            raise Interrupted(done)
     seconds = time.perf_counter() - began
     if ctx.is_main:
         metrics = evaluate(total, True)

@@ -4,6 +4,10 @@ Started by ``gpuops.targets.local.LocalTarget`` (directly, or through ``torchrun
 logs into an MLflow run that the parent already created, writes progress events for the parent,
 and always ends the run: FINISHED, KILLED on Ctrl-C / SIGTERM, FAILED with the traceback on an
 exception. Under DDP only rank 0 talks to MLflow.
+
+On an instance (see ``gpuops.train.common``): a spot interruption notice
+(``$GPUOPS_CHECKPOINT_DIR/INTERRUPT``) ends the run KILLED with exit code 130 after a checkpoint, and
+the run's artifacts plus ``summary.json`` are mirrored into ``$GPUOPS_OUTPUT_DIR`` when it is set.
 """
 
 from __future__ import annotations
@@ -57,19 +61,32 @@ def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: s
 
     from gpuops.experiments.spec import resolved_from_dict
     from gpuops.tracking.tracker import Tracker
-    from gpuops.train.common import Events, RunContext, env_int, pick_device, seed_everything
+    from gpuops.train.common import (
+        OUTPUT_DIR_ENV,
+        Events,
+        Interrupted,
+        MirroredTracker,
+        RunContext,
+        env_dir,
+        env_int,
+        pick_device,
+        seed_everything,
+    )
 
     resolved = resolved_from_dict(resolved_doc)
     spec = resolved.spec
     rank, world, local_rank = env_int("RANK", 0), env_int("WORLD_SIZE", 1), env_int("LOCAL_RANK", 0)
+    out_dir = env_dir(OUTPUT_DIR_ENV)
     tracker: Tracker | None = None
     if rank == 0:
-        tracker = Tracker(tracking_uri)
+        tracker = MirroredTracker(tracking_uri, out_dir) if out_dir is not None else Tracker(tracking_uri)
         tracker.start(run_id=run_id) if run_id else None
     events = Events(events_path if rank == 0 else None)
     monitor = None
     backend = "none"
     status, error, code = "FINISHED", None, 0
+    result = None
+    interrupted_at: int | None = None
     try:
         if spec.resources.threads:
             torch.set_num_threads(spec.resources.threads)
@@ -89,7 +106,7 @@ def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: s
         with tempfile.TemporaryDirectory(prefix="gpuops-train-") as tmp:
             ctx = RunContext(resolved=resolved, tracker=tracker if tracker and tracker.run_id else None,
                              events=events, device=device, rank=rank, world=world, resume=resume,
-                             workdir=Path(tmp))
+                             workdir=Path(tmp), run_id=run_id)
             if spec.task == "sr":
                 from gpuops.train.sr import train_sr
 
@@ -102,6 +119,10 @@ def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: s
                     seconds=result.seconds)
     except KeyboardInterrupt:
         status, error, code = "KILLED", "interrupted (Ctrl-C or SIGTERM)", 130
+    except Interrupted as e:  # a spot notice: checkpointed; `gpuops run --resume RUN_ID` continues
+        status, code, interrupted_at = "KILLED", 130, e.iteration
+        error = f"{e}; continue with: gpuops run --resume {run_id or '<run id>'} (same --target)"
+        events.emit("error", message=error)
     except BaseException as e:
         status, error, code = "FAILED", "".join(traceback.format_exception(e)), 1
         if isinstance(e, SystemExit):
@@ -119,6 +140,16 @@ def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: s
                     dist.destroy_process_group()
             except Exception:
                 pass
+        if isinstance(tracker, MirroredTracker):
+            summary = {"run_id": tracker.run_id, "status": status, "exit_code": code,
+                       "error": ((error or "").strip().splitlines() or [None])[-1],
+                       "iterations": result.iterations if result else None,
+                       "resumed_from": result.start if result else None,
+                       "interrupted_at": interrupted_at,
+                       "metrics": result.final if result else {}}
+            with contextlib.suppress(Exception):  # ending the run below matters more
+                tracker.write_outputs("summary.json", json.dumps(summary, indent=2))
+                _write_spec(tracker, resolved)
         if tracker is not None and tracker.run_id:
             try:
                 tracker.finish(status, error)
@@ -129,6 +160,15 @@ def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: s
     if error and status == "FAILED":
         sys.stderr.write(error)
     return code
+
+
+def _write_spec(tracker: Any, resolved: Any) -> None:
+    """The resolved spec beside the other outputs, as the parent logged it to MLflow."""
+    import yaml
+
+    from gpuops.tracking.runs import SPEC_ARTIFACT
+
+    tracker.write_outputs(SPEC_ARTIFACT, yaml.safe_dump(resolved.to_dict(), sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:

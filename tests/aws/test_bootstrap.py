@@ -160,6 +160,9 @@ def test_bootstrap_runs_the_smoke_experiment_and_uploads(
     log = s3.get_object(Bucket=job.details["bucket"], Key=f"{prefix}/bootstrap.log")["Body"].read().decode()
     assert f"gpuops: run {job.run_id}" in log and "experiment exited with status 0" in log
     assert SENTINEL_SECRET not in log and imds.role_secret not in log
+    # what the trainer put in $GPUOPS_OUTPUT_DIR came up as the run's artifacts/
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=job.details["bucket"], Prefix=prefix)["Contents"]}
+    assert {f"{prefix}/artifacts/{name}" for name in ("model/state_dict.pt", "summary.json")} <= keys
 
     # every metadata read carried the IMDSv2 session token (the stub answers 401 otherwise)
     assert any(r == "GET /latest/meta-data/spot/instance-action" for r in imds.requests)
@@ -200,6 +203,17 @@ def test_spot_notice_checkpoints_and_marks_interrupted(
     assert 'spot interruption notice: {"action": "terminate"' in log
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=job.details["bucket"], Prefix=prefix)["Contents"]]
     assert f"{prefix}/checkpoints/INTERRUPT" in keys  # the checkpoint folder went to S3
+    # the trainer saw the notice: it checkpointed into the folder at its next iteration and stopped,
+    # the run KILLED (resumable), and the bootstrap still reports the run as interrupted
+    assert f"{prefix}/checkpoints/last.pt" in keys and "experiment exited with status 130" in log
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=mlflow_server.url).get_run(job.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["gpuops.interrupted_at"] == "1"
+    summary = json.loads(
+        s3.get_object(Bucket=job.details["bucket"], Key=f"{prefix}/artifacts/summary.json")["Body"].read()
+    )
+    assert summary["status"] == "KILLED" and summary["interrupted_at"] == 1
 
 
 def test_agent_sync_round_trip_with_instance_role_credentials(aws_env, imds, tmp_path) -> None:

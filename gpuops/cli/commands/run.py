@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from gpuops.cli.app import Application, JsonOpt, NoColorOpt, QuietOpt
-from gpuops.errors import UsageError
+from gpuops.errors import GpuopsError, UsageError
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field: --set train.lr=1e-4 "
                                                    "(repeatable; validated like the file, logged as a tag).")]
@@ -111,6 +111,88 @@ def _summary_table(app: Application, doc: dict[str, Any]) -> Any:
     return app.out.table(["", "value"], rows, title="gpuops run")
 
 
+def _confirm(plan: Any) -> None:
+    """Ask before spending money; refuse (exit 2) when there is no terminal to ask on."""
+    import sys
+
+    cost = "an unknown amount" if plan.total_cost is None else f"at most ${plan.total_cost:.2f}"
+    what = f"{plan.instance_type} in {plan.region} for up to {plan.max_hours:g} h ({cost})"
+    if not sys.stdin.isatty():
+        raise UsageError(f"not launching {what} without confirmation: stdin is not a terminal",
+                         hint="check the plan, then run again with --yes")
+    if not typer.confirm(f"Launch {what}?", default=False, err=True):
+        raise GpuopsError("launch cancelled; nothing was started")
+
+
+def _aws_outcome(impl: Any, job: Any) -> str | None:
+    """The state the instance reported in S3 (running, succeeded, failed, interrupted), if any."""
+    from gpuops.cloud.storage import read_status
+
+    try:
+        st = read_status(impl.client("s3", str(job.details["region"])), str(job.details["bucket"]),
+                         job.run_id or job.job_id)
+    except Exception:  # only used to word the message
+        return None
+    return str(st["state"]) if st and st.get("state") else None
+
+
+def _run_aws(app: Application, request: Any, *, yes: bool, detach: bool) -> None:
+    """Plan, show, confirm, launch; then follow the instance's log from S3 unless --detach."""
+    import re
+
+    from gpuops.cloud.prices import price_table
+    from gpuops.targets.aws import AwsTarget
+    from gpuops.tracking.tracker import redact_uri
+
+    impl = AwsTarget()
+    plan = impl.plan(request)
+    prices = price_table()
+    url = re.search(r"https?://\S+", prices.source)
+    price_data = {"as_of": prices.as_of, "currency": prices.currency, "source": prices.source}
+    plan_doc = {**plan.model_dump(mode="json"), "tracking_uri": redact_uri(plan.tracking_uri),
+                "price_data": price_data}
+    doc: dict[str, Any] = {"target": "aws", "launched": False, "plan": plan_doc}
+    where = f", {url.group(0)}" if url else ""
+    rows = [*plan.summary_rows(),
+            ("price data", f"{prices.currency} on-demand list prices as of {prices.as_of}{where}")]
+    app.out.print(app.out.table(["", "value"], rows, title="gpuops run --target aws: plan"))
+    if not yes:
+        try:
+            _confirm(plan)
+        except BaseException as e:
+            doc["error"] = str(e) if isinstance(e, GpuopsError) else "interrupted"
+            app.out.result(doc)  # --json: still one document, with the plan and launched: false
+            raise
+    job = impl.launch_plan(plan)
+    details = {k: v for k, v in job.details.items() if isinstance(v, str | int | float | bool) or v is None}
+    doc.update({"launched": True, "job_id": job.job_id, "run_id": job.run_id, "details": details})
+    app.out.info(f"aws: instance {job.job_id}, MLflow run {job.run_id}, powers off by {details['deadline']}")
+    app.out.info(f"log: gpuops logs {job.run_id} --follow · stop: gpuops stop {job.run_id}")
+    state = "launched"
+    if not detach:
+        try:
+            for line in impl.logs(job, follow=True):
+                if not app.out.json_mode and not app.out.quiet:
+                    app.out.err_console.print(line, markup=False)
+            state = str(impl.status(job))
+        except KeyboardInterrupt:
+            app.out.info(f"stopped following; instance {job.job_id} keeps running until the run ends or "
+                         f"{details['deadline']} (gpuops stop {job.run_id} ends it now)")
+            state = "detached"
+            app.exit_code = 130
+        outcome = _aws_outcome(impl, job)
+        if outcome:
+            doc["outcome"] = outcome
+        if outcome == "interrupted":
+            app.out.warn(f"spot interruption: continue with gpuops run --resume {job.run_id} --target aws")
+        if state not in ("succeeded", "running", "pending", "detached"):
+            app.exit_code = 1
+    doc["state"] = state
+    rows = [("instance", job.job_id), ("MLflow run", job.run_id), ("state", state),
+            ("deadline", details["deadline"]), ("log", details["log"])]
+    app.out.result(doc, render=app.out.table(["", "value"], rows, title="gpuops run --target aws"))
+
+
 def run(
     spec: Annotated[Path | None, typer.Argument(help="Experiment spec (experiments/*.yaml); optional "
                                                 "with --resume.", show_default=False)] = None,
@@ -131,6 +213,15 @@ def run(
     max_hours: Annotated[float | None, typer.Option("--max-hours",
                                                     help="aws: hard stop after H hours.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="aws: region.")] = None,
+    ami: Annotated[str | None, typer.Option("--ami", help="aws: AMI id (default: the Deep Learning "
+                                            "Base GPU AMI from its public SSM parameter).")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="aws: image to run (a registry image is "
+                                              "used as is, a local one is pushed to ECR; default: "
+                                              "the --env image).")] = None,
+    bucket: Annotated[str | None, typer.Option("--bucket", help="aws: S3 bucket for inputs, logs and "
+                                               "checkpoints (default: gpuops-ACCOUNT-REGION).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="aws: return once the instance is launched "
+                                         "instead of following its log.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending money (aws).")] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -144,6 +235,11 @@ def run(
     with a progress bar and ends with a summary table. Ctrl-C marks the run KILLED, a crash
     FAILED; --resume RUN_ID continues from the last checkpoint.
 
+    --target aws first shows the plan (instance, region, AMI, spot, hourly price, deadline and
+    the most the run can cost, with the price file's date) and asks before launching; --yes
+    skips the question, and without a terminal to ask on, --yes is required. The instance powers
+    itself off after --max-hours whatever happens here; Ctrl-C only stops following its log.
+
     \b
     Examples:
       gpuops run experiments/srcnn_y.yaml
@@ -151,6 +247,9 @@ def run(
       gpuops run experiments/srcnn_y.yaml --set train.lr=1e-4 --set model.padding=same
       gpuops run --resume 3f2c9a0e...
       gpuops run experiments/srcnn_y.yaml --target docker --env pytorch
+      gpuops run experiments/srcnn_y.yaml --target aws --env pytorch --spot --max-hours 4 \\
+          --tracking-uri http://mlflow.internal:5000
+      gpuops run --resume 3f2c9a0e... --target aws --spot --yes
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
@@ -175,8 +274,15 @@ def run(
                 if not (root / CIFAR10_ARCHIVE).is_file() and not (root / CIFAR10_FOLDER).is_dir():
                     app.out.info(f"downloading CIFAR-10 into {root}")
                     download_cifar10(root)
+        aws_only = {"--instance-type": instance_type, "--spot": spot, "--max-hours": max_hours,
+                    "--region": region, "--ami": ami, "--image": image, "--bucket": bucket,
+                    "--detach": detach}
+        given = [name for name, value in aws_only.items() if value not in (None, False)]
+        if target != "aws" and given:
+            raise UsageError(f"{', '.join(given)}: only for --target aws (this run's target is {target})")
         options: dict[str, object] = {"env": env, "instance_type": instance_type, "spot": spot,
-                                      "max_hours": max_hours, "region": region, "yes": yes}
+                                      "max_hours": max_hours, "region": region, "yes": yes,
+                                      "ami": ami, "image": image, "bucket": bucket}
         request = LaunchRequest(spec_path=Path(spec) if spec else Path("."), overrides=overrides,
                                 tracking_uri=tracking_uri, run_id=resume or run_id, smoke=smoke,
                                 env_name=env, options=options)
@@ -191,6 +297,8 @@ def run(
                 tail = f": {last[0].strip()}" if last else ""
                 app.out.error(f"run {doc['run_id']} {doc['status']}{tail}")
                 app.exit_code = 130 if doc["status"] == "KILLED" else 1
+        elif target == "aws":
+            _run_aws(app, request, yes=yes, detach=detach)
         else:
             impl = get_target(target)
             job = impl.launch(request)

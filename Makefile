@@ -29,8 +29,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gpuops doctor || true
 	$(BIN)/gpuops run experiments/quickstart.yaml --target local
-	@echo "MLflow store: $(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlruns/)"
-	@echo "Open the MLflow UI on this store: $(BIN)/gpuops ui"
+	@echo "Artifacts are in $(CURDIR)/mlruns/. Open the MLflow UI on this store: $(BIN)/gpuops ui"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gpuops tests bench

@@ -3,4 +3,4 @@
 # built here, since no registry is reachable), headless Chromium for the MLflow UI test.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-bash "$here/apt-install.sh" docker.io debootstrap chromium ca-certificates iptables openssl
+bash "$here/apt-install.sh" docker.io docker-registry debootstrap chromium ca-certificates iptables openssl

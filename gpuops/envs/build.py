@@ -336,19 +336,33 @@ def build_image(
 
 
 def push_image(built: BuiltImage, registry: str, *, client: Any | None = None) -> dict[str, str]:
-    """Tag ``<registry>/gpuops-<env>:<hash>`` and push it; returns the remote reference and digest."""
+    """Tag ``<registry>/gpuops-<env>:<hash>`` and push it; returns the remote reference and digest.
+
+    ``registry`` is a host with an optional port and namespace (``registry.example.com:5000/team``),
+    as in an image reference; credentials come from the engine's usual place (``docker login``).
+    """
+    import docker.errors
+
+    if "://" in registry or not registry.strip("/"):
+        raise UsageError(f"--push {registry!r}: expected a registry host[:port][/namespace], not a URL",
+                         hint="e.g. --push 127.0.0.1:5000 or --push registry.example.com/team")
     client = client or docker_client()
-    repo = f"{registry.rstrip('/')}/gpuops-{built.env}"
+    repo = f"{registry.strip('/')}/gpuops-{built.env}"
     version = built.tag.rsplit(":", 1)[1]
-    client.images.get(built.tag).tag(repo, version)
     digest = None
-    for event in client.images.push(repo, tag=version, stream=True, decode=True):
-        if "error" in event:
-            raise ExternalError(f"push to {repo}:{version} failed: {event['error']}")
-        aux = event.get("aux") or {}
-        if isinstance(aux, dict) and aux.get("Digest"):
-            digest = aux["Digest"]
-    return {"reference": f"{repo}:{version}", "digest": digest or ""}
+    try:
+        client.images.get(built.tag).tag(repo, version)
+        for event in client.images.push(repo, tag=version, stream=True, decode=True):
+            if "error" in event:
+                raise ExternalError(f"push to {repo}:{version} failed: {event['error']}")
+            aux = event.get("aux") or {}
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = aux["Digest"]
+    except docker.errors.DockerException as e:  # a bad reference, the engine gone mid-push
+        raise ExternalError(f"push to {repo}:{version} failed: {e}") from None
+    if not digest:
+        raise ExternalError(f"push to {repo}:{version}: the engine reported no digest")
+    return {"reference": f"{repo}:{version}", "digest": digest}
 
 
 def labels_json(labels: dict[str, str]) -> str:

@@ -11,6 +11,10 @@ Session fixtures:
   reachable. Reused when its tag exists already.
 - ``pytorch_cpu_image``: ``gpuops build pytorch-cpu`` on that base with torch from the wheelhouse on
   disk (``/opt/wheels``) and the host CA bundle for PyPI; yields a ``BuiltImage``.
+- ``local_registry``: the Docker distribution registry (Debian's ``docker-registry``) started here,
+  not through its systemd unit, on ``127.0.0.1:<free port>`` with filesystem storage in a temp dir;
+  yields ``"127.0.0.1:<port>"``. dockerd allows plain HTTP to registries in 127.0.0.0/8 by default
+  (its ``InsecureRegistryCIDRs``). ``start_registry`` also starts one with htpasswd auth.
 
 Without root, Docker or debootstrap, the fixtures go through ``tests.conftest.require``: skipped
 locally, a failure in CI.
@@ -21,10 +25,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +245,97 @@ def pytorch_cpu_image(docker_client: Any, base_image: str, build_ca: tuple[Path,
         built.selfcheck = selfcheck_in_image(docker_client, built.tag, spec.framework)
         save_selfcheck(built.tag, built.image_id, built.selfcheck)
     return built
+
+
+# -- a local image registry ------------------------------------------------------------------------
+REGISTRY_BIN = Path("/usr/bin/docker-registry")
+
+
+@dataclass
+class LocalRegistry:
+    """A running ``docker-registry serve``: ``host`` is what goes into image references."""
+
+    host: str
+    root: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_registry(workdir: Path, htpasswd: tuple[str, str] | None = None,
+                   timeout: float = 30) -> LocalRegistry:
+    """Run the distribution registry on 127.0.0.1 with its storage under ``workdir``.
+
+    With ``htpasswd=(user, password)`` the registry demands HTTP basic auth for every request (the
+    password stored bcrypt-hashed, the only format the registry reads). Returns once ``GET /v2/``
+    answers (200, or 401 when auth is on); raises ``RuntimeError`` with the log tail otherwise.
+    """
+    port = free_port()
+    root = workdir / "storage"
+    root.mkdir(parents=True, exist_ok=True)
+    auth = ""
+    if htpasswd is not None:
+        import bcrypt
+
+        user, password = htpasswd
+        pwfile = workdir / "htpasswd"
+        pwfile.write_bytes(user.encode() + b":" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)) + b"\n")
+        auth = f"auth:\n  htpasswd:\n    realm: gpuops-test\n    path: {pwfile}\n"
+    config = workdir / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + auth,
+        encoding="utf-8",
+    )
+    log = workdir / "registry.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(REGISTRY_BIN), "serve", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    reg = LocalRegistry(f"127.0.0.1:{port}", root, log, proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{reg.url}/v2/", timeout=2) as r:
+                if r.status == 200:
+                    return reg
+        except urllib.error.HTTPError as e:
+            if e.code == 401 and htpasswd is not None:
+                return reg
+        except OSError:
+            pass
+        time.sleep(0.2)
+    reg.stop()
+    raise RuntimeError(f"docker-registry did not answer on {reg.url}/v2/:\n"
+                       f"{log.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``127.0.0.1:<port>`` of a registry without auth, for the whole session."""
+    require(REGISTRY_BIN.is_file(),
+            f"{REGISTRY_BIN} missing (Debian's docker-registry: bash scripts/test-deps.sh)")
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg.host
+    finally:
+        reg.stop()

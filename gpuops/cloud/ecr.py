@@ -74,15 +74,21 @@ def push_image(docker_client: Any, ecr: Any, local_image: str) -> str:
     repo_name, tag = split_ref(local_image)
     uri = ensure_repository(ecr, repo_name)
     auth = registry_auth(ecr)
-    image = docker_client.images.get(local_image)
-    image.tag(uri, tag=tag)
-    for line in docker_client.images.push(
-        uri,
-        tag=tag,
-        stream=True,
-        decode=True,
-        auth_config={"username": auth["username"], "password": auth["password"]},
-    ):
-        if isinstance(line, dict) and line.get("error"):
-            raise ExternalError(f"pushing {local_image} to {uri}: {line['error']}")
+    import docker.errors
+
+    try:
+        image = docker_client.images.get(local_image)
+        image.tag(uri, tag=tag)
+        events = docker_client.images.push(
+            uri,
+            tag=tag,
+            stream=True,
+            decode=True,
+            auth_config={"username": auth["username"], "password": auth["password"]},
+        )
+        for line in events:
+            if isinstance(line, dict) and line.get("error"):
+                raise ExternalError(f"pushing {local_image} to {uri}: {line['error']}")
+    except docker.errors.DockerException as e:
+        raise ExternalError(f"pushing {local_image} to {uri}: {e}") from None
     return f"{uri}:{tag}"

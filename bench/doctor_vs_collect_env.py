@@ -6,6 +6,10 @@ both alike. Prints the medians, the ratio and how many facts each gathers, and w
 
     .venv/bin/python bench/doctor_vs_collect_env.py [-n 7] [--out bench/results/doctor.md]
 
+Before timing, the gpuops package is byte-compiled (``compileall``), as an installed package is:
+with ``PYTHONDONTWRITEBYTECODE`` set (as on the shared dev machine) every run would otherwise
+compile the modules edited since their last ``.pyc`` and measure the compiler.
+
 Facts counted: for collect_env, its "key: value" lines with a value (not "N/A", "Could not
 collect", "None") plus its listed library versions; for doctor, the typed facts it knows (fields of
 ``gpuops.doctor.facts.Facts`` that are not unknown/empty, one per item for lists and maps) from a
@@ -72,6 +76,10 @@ def doctor_facts() -> tuple[int, int]:
     return known, raw
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
 def machine() -> str:
     cpu = "?"
     try:
@@ -81,10 +89,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return (
         f"- `uname -a`: {' '.join(platform.uname())}\n- nproc: {os.cpu_count()}\n- CPU: {cpu}\n"
-        f"- load average at start: {' '.join(f'{x:.2f}' for x in load)}\n- Python: {sys.version.split()[0]}"
+        f"- load average at start: {load()}\n- Python: {sys.version.split()[0]}\n"
+        f"- Docker Engine socket present: {os.path.exists('/var/run/docker.sock')}"
     )
 
 
@@ -95,18 +103,26 @@ def main() -> int:
     args = ap.parse_args()
 
     doc_cmd = [GPUOPS, "doctor", "-q"]
+    plain_cmd = [GPUOPS, "doctor"]
     env_cmd = [PY, "-m", "torch.utils.collect_env"]
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "gpuops")], capture_output=True, timeout=600)
     header = machine()
     timed(doc_cmd)  # warm the page cache for both
     _, env_text = timed(env_cmd)
     lib_cmd = [PY, "-c", "from gpuops.doctor import collect, diagnose; diagnose(collect(), env_dir='environments')"]  # noqa: E501
     noop_cmd = [GPUOPS, "--version"]
-    d_times, e_times, l_times, n_times = [], [], [], []
+    # What gpuops doctor cannot go below without dropping a dependency: importing the libraries it
+    # uses (typer builds pydantic adapters for its options, which imports importlib.metadata).
+    floor_cmd = [PY, "-c", "import typer, rich.console, rich.table, yaml, pydantic, importlib.metadata"]
+    d_times, e_times, l_times, n_times, p_times, f_times = [], [], [], [], [], []
     for _ in range(args.n):
         d_times.append(timed(doc_cmd)[0])
         e_times.append(timed(env_cmd)[0])
         l_times.append(timed(lib_cmd)[0])
         n_times.append(timed(noop_cmd)[0])
+        p_times.append(timed(plain_cmd)[0])
+        f_times.append(timed(floor_cmd)[0])
+    load_end = load()
     d_med, e_med = statistics.median(d_times), statistics.median(e_times)
     known, raw = doctor_facts()
     env_n = collect_env_facts(env_text)
@@ -123,14 +139,19 @@ def main() -> int:
         "| --- | ---: | ---: | ---: | ---: |",
         f"| `gpuops doctor` (no --deep) | {d_med:.3f} | {min(d_times):.3f} | {max(d_times):.3f} | "
         f"{known} typed facts ({raw} raw observations) |",
+        f"| `gpuops doctor` with its report (stdout to a pipe) | {statistics.median(p_times):.3f} | "
+        f"{min(p_times):.3f} | {max(p_times):.3f} | same |",
         f"| (context) doctor library only, no CLI: `python -c 'diagnose(collect())'` | "
         f"{statistics.median(l_times):.3f} | {min(l_times):.3f} | {max(l_times):.3f} | same |",
         f"| (context) `gpuops --version` (CLI start-up alone) | {statistics.median(n_times):.3f} | "
         f"{min(n_times):.3f} | {max(n_times):.3f} | |",
+        f"| (context) importing typer, rich, pydantic, PyYAML, importlib.metadata only | "
+        f"{statistics.median(f_times):.3f} | {min(f_times):.3f} | {max(f_times):.3f} | |",
         f"| `python -m torch.utils.collect_env` | {e_med:.3f} | {min(e_times):.3f} | {max(e_times):.3f} | "
         f"{env_n} |",
         "",
         f"Ratio (collect_env / doctor, medians): **{ratio:.1f}x**. Goal: >= 8x and doctor < 0.3 s.",
+        f"Load average at the end: {load_end}.",
         "",
     ]
     text = "\n".join(lines)

@@ -12,11 +12,14 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console, RenderableType
-from rich.table import Table
+from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
 
 
 def _default(o: Any) -> Any:
@@ -94,6 +97,8 @@ class Output:
     # -- structured -----------------------------------------------------------------------
     @staticmethod
     def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
+        from rich.table import Table  # imported here: rich.table (and fractions, decimal) costs start-up
+
         t = Table(title=title, show_lines=False, header_style="bold")
         for c in columns:
             t.add_column(c)

@@ -162,6 +162,8 @@ class PlatformInfo(_Strict):
 
 
 class Capture(_Strict):
+    # The two sub-record defaults are made with model_construct (same value as ``PlatformInfo()``):
+    # calling the class would build its validation schema, which the live path never needs.
     format: Literal["gpuops-capture"] = FORMAT
     format_version: int = FORMAT_VERSION
     created: str | None = None
@@ -169,8 +171,8 @@ class Capture(_Strict):
     kind: Literal["live", "quick", "report"] = "live"
     source: str | None = None  # for captures made from a public report: its URL
     note: str | None = None
-    platform: PlatformInfo = Field(default_factory=PlatformInfo)
-    python: PythonInfo = Field(default_factory=PythonInfo)
+    platform: PlatformInfo = Field(default_factory=lambda: PlatformInfo.model_construct())
+    python: PythonInfo = Field(default_factory=lambda: PythonInfo.model_construct())
     commands: dict[str, CommandRecord] = Field(default_factory=dict)
     files: dict[str, FileRecord] = Field(default_factory=dict)
     globs: dict[str, list[str]] = Field(default_factory=dict)

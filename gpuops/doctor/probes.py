@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform as _platform
 import re
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gpuops.doctor.capture import (
     Capture,
@@ -195,15 +195,25 @@ _DOCKER_KEYS = (
 
 def _docker_api(runner: Runner, environ: dict[str, str]) -> CommandRecord | None:
     """``docker info`` through the Engine API socket (no 50 MB CLI start). None: use the CLI."""
+    host = _docker_api_host(runner, environ)
+    return None if host is None else _docker_api_info(runner, host)
+
+
+def _docker_api_host(runner: Runner, environ: dict[str, str]) -> str | None:
+    """The ``unix://`` Docker host to ask through the API, or None (no socket: use the CLI)."""
     host = environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host.startswith("unix://") or not hasattr(runner, "unix_get"):
         return None
-    sock = host[len("unix://") :]
-    if not runner.glob(sock):
+    if not runner.glob(host[len("unix://") :]):
         return None  # no socket: let the CLI say what it says
+    return host
+
+
+def _docker_api_info(runner: Runner, host: str) -> CommandRecord:
     import json
     import time
 
+    sock = host[len("unix://") :]
     t0 = time.perf_counter()
     status, body, err = runner.unix_get(sock, "/info", timeout=5.0)
     argv = ["GET", f"{host}/info"]
@@ -384,7 +394,9 @@ def _cpu_model(runner: Runner) -> str | None:
     for line in text.splitlines():
         if line.startswith(("model name", "Model", "cpu model")):
             return line.split(":", 1)[1].strip()
-    return _platform.processor() or None
+    import platform
+
+    return platform.processor() or None
 
 
 def _python_paths(python: str | None, runner: Runner) -> tuple[PythonInfo, list[str]]:
@@ -459,6 +471,33 @@ def _commands(env: dict[str, str]) -> dict[str, tuple[list[str], float, str | No
     }
 
 
+class _Task(threading.Thread):
+    """Runs ``fn(*args)`` in a daemon thread now, holding ``limit`` while it runs; ``result()``
+    waits for it and returns its value or raises its exception."""
+
+    def __init__(self, limit: threading.BoundedSemaphore, fn: Callable[..., Any], *args: Any) -> None:
+        super().__init__(daemon=True)
+        self._limit = limit
+        self._fn = fn
+        self._args = args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        with self._limit:
+            try:
+                self._value = self._fn(*self._args)
+            except BaseException as e:  # handed to the caller of result()
+                self._error = e
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 _FILTERS = {
     "kernel-log": _kernel_log_filter,
     "docker-info": _docker_info_filter,
@@ -486,13 +525,17 @@ def collect(
     cap.live = True
     cap.env = {k: environ[k] for k in ENV_KEYS if k in environ}
 
-    pool = ThreadPoolExecutor(max_workers=workers) if not quick else None
-    futures = {}
-    api = None
-    nvml_future = None
-    if pool is not None:
+    # Commands, the Docker API and NVML run in threads (at most ``workers`` at a time) while this
+    # thread reads files; plain threads, not concurrent.futures, which costs an import of logging.
+    tasks: dict[str, _Task] = {}
+    api: _Task | None = None
+    nvml_task: _Task | None = None
+    if not quick:
+        limit = threading.BoundedSemaphore(max(1, workers))
         base_path = environ.get("PATH", os.defpath)
-        api = _docker_api(runner, environ) if isinstance(runner, LiveRunner) else None
+        api_host = _docker_api_host(runner, environ) if isinstance(runner, LiveRunner) else None
+        if api_host is not None:
+            api = _Task(limit, _docker_api_info, runner, api_host)
         for key, (argv, timeout, extra) in _commands(environ).items():
             if key == "docker-info" and api is not None:
                 continue
@@ -502,8 +545,8 @@ def collect(
                 if not isinstance(runner, LiveRunner)
                 else LiveRunner(root=runner.root or None, path=path, default_timeout=runner.default_timeout)
             )
-            futures[key] = pool.submit(r.run, argv, timeout)
-        nvml_future = pool.submit(_nvml)
+            tasks[key] = _Task(limit, r.run, argv, timeout)
+        nvml_task = _Task(limit, _nvml)
 
     # Meanwhile: platform, files, globs, packages.
     u = os.uname()
@@ -620,17 +663,16 @@ def collect(
 
     cap.pci = _pci(runner)
 
-    if pool is not None:
+    if not quick:
         if api is not None:
-            cap.commands["docker-info"] = api
-        for key, fut in futures.items():
-            rec: CommandRecord = fut.result()
+            cap.commands["docker-info"] = api.result()
+        for key, task in tasks.items():
+            rec: CommandRecord = task.result()
             f = _FILTERS.get(key)
             if f is not None and rec.stdout:
                 rec.stdout = f(rec.stdout)
             cap.commands[key] = rec
-        cap.nvml = nvml_future.result() if nvml_future else None
-        pool.shutdown(wait=False)
+        cap.nvml = nvml_task.result() if nvml_task else None
     else:
         cap.nvml = _nvml()
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gpuops.doctor.capture import CommandRecord, FileRecord
 
@@ -166,23 +166,19 @@ class LiveRunner:
     def unix_get(
         self, sock: str, path: str, timeout: float = DEFAULT_TIMEOUT
     ) -> tuple[int | None, str, str | None]:
-        """HTTP GET over a unix socket (the Docker Engine API): (status, body, error)."""
-        import http.client
+        """HTTP GET over a unix socket (the Docker Engine API): (status, body, error).
+
+        A plain socket and a few lines of HTTP/1.1 (``Connection: close``; a body by length,
+        chunked, or up to the close): ``http.client`` would import ``ssl`` and cost start-up."""
         import socket
 
-        class _Conn(http.client.HTTPConnection):
-            def connect(self) -> None:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(timeout)
-                s.connect(self._sock_path)  # type: ignore[attr-defined]
-                self.sock = s
-
-        conn = _Conn("localhost", timeout=timeout)
-        conn._sock_path = self._p(sock)  # type: ignore[attr-defined]
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read(MAX_OUTPUT).decode("utf-8", "replace"), None
+            s.settimeout(timeout)
+            s.connect(self._p(sock))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            status, body = _read_http_response(s)
+            return status, body[:MAX_OUTPUT].decode("utf-8", "replace"), None
         except PermissionError:
             return None, "", "permission"
         except (FileNotFoundError, ConnectionRefusedError):
@@ -191,5 +187,69 @@ class LiveRunner:
             return None, "", "timeout"
         except OSError as e:
             return None, "", str(e)
+        except ValueError as e:  # not an HTTP answer
+            return None, "", f"bad HTTP response ({e})"
         finally:
-            conn.close()
+            s.close()
+
+
+def _read_http_response(s: Any, limit: int = MAX_OUTPUT + 65536) -> tuple[int, bytes]:
+    """Read one HTTP/1.x response from socket ``s`` (the server closes after it): (status, body).
+    At most ``limit`` bytes of body are kept. Raises ValueError when it is not HTTP."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ValueError("connection closed before the headers ended")
+        buf += chunk
+        if len(buf) > 65536 and b"\r\n\r\n" not in buf:
+            raise ValueError("headers too long")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"status line {lines[0][:80]!r}")
+    status = int(parts[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        k, sep, v = line.partition(":")
+        if sep:
+            headers[k.strip().lower()] = v.strip()
+
+    def more() -> bytes:
+        return s.recv(65536)
+
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = b""
+        data = rest
+        while True:
+            while b"\r\n" not in data:
+                c = more()
+                if not c:
+                    return status, body  # cut short: keep what came
+                data += c
+            size_line, _, data = data.partition(b"\r\n")
+            try:
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            except ValueError:
+                raise ValueError("bad chunk size") from None
+            if size == 0:
+                return status, body
+            while len(data) < size + 2:
+                c = more()
+                if not c:
+                    return status, body + data[:size]
+                data += c
+            body += data[:size]
+            data = data[size + 2 :]
+            if len(body) >= limit:
+                return status, body
+    length = headers.get("content-length")
+    want = int(length) if length is not None and length.isdigit() else None
+    body = rest
+    while (want is None or len(body) < want) and len(body) < limit:
+        c = more()
+        if not c:
+            break
+        body += c
+    return status, body if want is None else body[:want]

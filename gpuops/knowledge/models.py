@@ -12,7 +12,9 @@ Status = Literal["official", "secondary", "inferred"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: a validator is built on first use, so loading the package costs no schema building
+    # for the answer types a run never produces.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class SourceRef(_Model):

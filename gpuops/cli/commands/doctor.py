@@ -217,7 +217,7 @@ def doctor(
             data = report.model_dump(mode="json")
             if fix:
                 data["plan"] = [s.model_dump(mode="json") for s in report.plan()]
-            app.out.result(data, render=_render(report, fix))
+            app.out.result(data, render=None if app.out.json_mode or app.out.quiet else _render(report, fix))
             app.exit_code = report.exit_code
     app.exit()
 

@@ -40,7 +40,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/doctor_vs_collect_env.py
+	$(BIN)/python bench/train_step.py --out bench/results/train_step.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

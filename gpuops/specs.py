@@ -42,8 +42,10 @@ def spec_error_from_validation(path: str | Path, err: ValidationError) -> SpecEr
     field = _loc(loc)
     kind = first.get("type", "")
     expected = _EXPECT.get(kind) or first.get("msg", "a valid value")
-    if expected.startswith("Value error, "):
-        expected = expected[len("Value error, ") :]
+    # pydantic's wording -> "expected ...": "Input should be a valid number" -> "a valid number"
+    for prefix in ("Value error, ", "Input should be ", "Assertion failed, "):
+        if expected.startswith(prefix):
+            expected = expected[len(prefix) :]
     got = first.get("input") if kind not in {"missing"} else None
     if isinstance(got, dict | list) and len(repr(got)) > 80:
         got = None

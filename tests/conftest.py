@@ -9,6 +9,7 @@ test fails, because in CI these tests must run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,19 @@ def repo() -> Path:
 def shared() -> Path:
     require(SHARED.is_dir(), f"{SHARED} not found (the shared/ folder beside the checkout)")
     return SHARED
+
+
+@pytest.fixture()
+def torch_one_thread() -> Iterator[None]:
+    """Torch on one thread for the test, restored afterwards so that other test folders keep their
+    own setting. The test machine's cores are shared: one thread keeps wall time predictable. A
+    folder whose tests all train or run models asks for it from an autouse fixture of its own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # Fixtures that start real components, shared by several test folders.

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gpuops.doctor import plans
 from gpuops.doctor.facts import Facts, Framework
 from gpuops.doctor.findings import Finding
 from gpuops.doctor.history import PackageChange
 from gpuops.doctor.signatures import Signature, scan
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,6 +74,21 @@ def _line_around(m: re.Match[str]) -> str:
     return s[start : end if end != -1 else len(s)]
 
 
+def _hit_quote(h: tuple[Signature, str, re.Match[str]]) -> str:
+    """The log line a built-in signature matched, quoted with its origin."""
+    return _quote(h[1], _line_around(h[2]))
+
+
+def _ask_kb(ctx: Ctx, ask: Callable[[Any], T]) -> T | None:
+    """One knowledge-base lookup; None when there is no knowledge base or the lookup fails."""
+    if ctx.kb is None:
+        return None
+    try:
+        return ask(ctx.kb)
+    except Exception:  # a broken or incomplete knowledge base must not stop the diagnosis
+        return None
+
+
 def _kb_line(hit: tuple[Any, str], texts: list[tuple[str, str]]) -> str:
     """The log line a knowledge-base signature matched, quoted with its origin."""
     sig, origin = hit
@@ -102,14 +119,15 @@ def _gpu_cc(ctx: Ctx) -> list[tuple[str, str]]:
     out = []
     for g in ctx.facts.gpus or []:
         cc = g.cc
-        if cc is None and g.name and ctx.kb is not None:
-            try:
-                cc = ctx.kb.gpu_cc(g.name)
-            except Exception:
-                cc = None
+        if cc is None and g.name:
+            cc = _ask_kb(ctx, lambda kb, name=g.name: kb.gpu_cc(name))
         if cc and (g.name or "?", cc) not in out:
             out.append((g.name or "?", cc))
     return out
+
+
+def _gpu_cc_lines(f: Facts, ccs: list[tuple[str, str]]) -> list[str]:
+    return [_stated(f, "gpus", f"GPU: {name} (compute capability {cc})") for name, cc in ccs]
 
 
 def _driver_works(f: Facts) -> bool:
@@ -392,24 +410,23 @@ def check_nouveau(ctx: Ctx) -> list[Finding]:
         ev.append("no `blacklist nouveau` in modprobe.d")
     nvidia_loaded = bool(f.modules_loaded and "nvidia" in f.modules_loaded) or bool(f.loaded_module_version)
     if nvidia_loaded and _driver_works(f):
-        return [
-            Finding(
-                code="nouveau_conflict",
-                severity="warning",
-                title="nouveau is loaded next to the NVIDIA driver",
-                evidence=ev,
-                explanation="Blacklist nouveau so that it cannot take a GPU at boot.",
-                plan=plans.blacklist_nouveau(f, ctx),
-            )
-        ]
+        severity = "warning"
+        title = "nouveau is loaded next to the NVIDIA driver"
+        explanation = "Blacklist nouveau so that it cannot take a GPU at boot."
+    else:
+        severity = "error"
+        title = "nouveau holds the GPU, so the NVIDIA module cannot bind"
+        explanation = (
+            "The open-source nouveau driver bound the GPU first; the NVIDIA module cannot load "
+            "while it does. Blacklist nouveau (modprobe.d and the initramfs) and reboot."
+        )
     return [
         Finding(
             code="nouveau_conflict",
-            severity="error",
-            title="nouveau holds the GPU, so the NVIDIA module cannot bind",
+            severity=severity,  # type: ignore[arg-type]
+            title=title,
             evidence=ev,
-            explanation="The open-source nouveau driver bound the GPU first; the NVIDIA module cannot load "
-            "while it does. Blacklist nouveau (modprobe.d and the initramfs) and reboot.",
+            explanation=explanation,
             plan=plans.blacklist_nouveau(f, ctx),
         )
     ]
@@ -420,7 +437,7 @@ def check_secure_boot(ctx: Ctx) -> list[Finding]:
     ev = []
     h = ctx.hit("module_not_signed")
     if h:
-        ev.append(_quote(h[1], _line_around(h[2])))
+        ev.append(_hit_quote(h))
     if f.kernel_log and f.kernel_log.unsigned_rejected:
         ev.extend(
             [
@@ -459,7 +476,7 @@ def check_fabric_manager(ctx: Ctx) -> list[Finding]:
     if not h:
         return []
     f = ctx.facts
-    ev = [_quote(h[1], _line_around(h[2]))]
+    ev = [_hit_quote(h)]
     if f.driver_version:
         ev.append(_stated(f, "driver_version", f"driver: {f.driver_version}"))
     if f.fabricmanager:
@@ -502,7 +519,7 @@ def check_driver_too_old(ctx: Ctx) -> list[Finding]:
     logs_ev = []
     h = ctx.hit("torch_driver_too_old")
     if h:
-        logs_ev.append(_quote(h[1], _line_around(h[2])))
+        logs_ev.append(_hit_quote(h))
     kh = ctx.kb_hit("cuda_insufficient_driver")
     if kh:
         logs_ev.append(_kb_line(kh, f.error_texts))
@@ -602,7 +619,7 @@ def check_cpu_only(ctx: Ctx) -> list[Finding]:
         gp = f"GPU: {_gpu_names(f)}" if f.gpus else "an NVIDIA GPU is present"
         ev.append(_stated(f, "gpus" if f.gpus else "gpu_present", gp))
         if h and fw.name == "tensorflow":
-            ev.append(_quote(h[1], _line_around(h[2])))
+            ev.append(_hit_quote(h))
         out.append(
             Finding(
                 code="framework_cpu_only_build",
@@ -623,7 +640,7 @@ def check_cuda_variant(ctx: Ctx) -> list[Finding]:
     h = ctx.hit("cpp_extension_cuda_mismatch")
     if h:
         detected, torch_cuda = h[2].group(1), h[2].group(2)
-        ev = [_quote(h[1], _line_around(h[2]))]
+        ev = [_hit_quote(h)]
         if f.nvcc_version:
             ev.append(f"nvcc: release {f.nvcc_version}")
         out.append(
@@ -640,7 +657,7 @@ def check_cuda_variant(ctx: Ctx) -> list[Finding]:
     h = ctx.hit("cuda_lib_missing")
     if h:
         lib, ver = h[2].group(1), h[2].group(2)
-        ev = [_quote(h[1], _line_around(h[2]))]
+        ev = [_hit_quote(h)]
         ev += [f"CUDA toolkit: {t.version} ({t.path})" for t in f.toolkits if t.version]
         if f.nvcc_version:
             ev.append(f"nvcc: release {f.nvcc_version}")
@@ -660,10 +677,7 @@ def check_cuda_variant(ctx: Ctx) -> list[Finding]:
     # TensorFlow (< 2.14 pip wheels) uses the system CUDA: compare with the KB's tested build.
     tf = f.framework("tensorflow")
     if tf and tf.version and not tf.cpu_only and ctx.kb is not None and f.toolkits:
-        try:
-            b = ctx.kb.tensorflow_build(tf.version)
-        except Exception:
-            b = None
+        b = _ask_kb(ctx, lambda kb: kb.tensorflow_build(tf.version))
         have = [t.version for t in f.toolkits if t.version]
         if (
             b is not None
@@ -711,14 +725,14 @@ def check_cudnn(ctx: Ctx) -> list[Finding]:
     title = None
     h = ctx.hit("torch_cudnn_incompatible")
     if h:
-        ev.append(_quote(h[1], _line_around(h[2])))
+        ev.append(_hit_quote(h))
         want = ".".join(x.strip() for x in h[2].group(1).split(","))
         got = ".".join(x.strip() for x in h[2].group(2).split(","))
         title = f"torch was built with cuDNN {want} but loads cuDNN {got}"
     h2 = ctx.hit("cudnn_lib_missing")
     kh = ctx.kb_hit("tf_libcudnn_so_8")
     if h2:
-        ev.append(_quote(h2[1], _line_around(h2[2])))
+        ev.append(_hit_quote(h2))
         title = (
             title or f"cuDNN {h2[2].group(2)} ({h2[2].group(1)}) is not installed where the framework looks"
         )
@@ -727,10 +741,7 @@ def check_cudnn(ctx: Ctx) -> list[Finding]:
         title = title or "cuDNN 8 (libcudnn.so.8) is not installed where TensorFlow looks"
     tf = f.framework("tensorflow")
     if not ev and tf and tf.version and not tf.cpu_only and ctx.kb is not None and f.cuda_libs is not None:
-        try:
-            b = ctx.kb.tensorflow_build(tf.version)
-        except Exception:
-            b = None
+        b = _ask_kb(ctx, lambda kb: kb.tensorflow_build(tf.version))
         if b is not None and b.cudnn:
             major = b.cudnn.split(".")[0]
             have = [s for s in f.cuda_libs if s == f"libcudnn.so.{major}"]
@@ -778,7 +789,7 @@ def check_ld_library_path(ctx: Ctx) -> list[Finding]:
     if h or (suspicious and conflict):
         severity = "error"
         if conflict and not h:
-            ev.insert(0, _quote(conflict[1], _line_around(conflict[2])))
+            ev.insert(0, _hit_quote(conflict))
     elif suspicious and any(fw.cudnn for fw in f.frameworks or []):
         severity = "warning"  # a framework with its own cuDNN, and another cuDNN on the search path
     else:
@@ -809,43 +820,39 @@ def check_gpu_arch(ctx: Ctx) -> list[Finding]:
     if h or kh:
         ev = []
         if h:
-            ev.append(_quote(h[1], _line_around(h[2])))
+            ev.append(_hit_quote(h))
             m = re.search(r"supports CUDA capabilities ([sm_\d ]+)", h[2].string)
             if m:
                 ev.append(f"the build's architectures: {m.group(1).strip()}")
         if kh:
             ev.append(_kb_line(kh, f.error_texts))
-        for name, cc in ccs:
-            ev.append(_stated(f, "gpus", f"GPU: {name} (compute capability {cc})"))
+        ev += _gpu_cc_lines(f, ccs)
         torch = f.framework("torch")
         if torch:
             ev.append(f"torch {torch.version or '?'} (CUDA {torch.cuda or '?'})")
-        out.append(
-            Finding(
-                code="gpu_arch_unsupported_by_build",
-                severity="error",
-                title="The installed build has no kernels for this GPU's architecture",
-                evidence=ev,
-                explanation="A CUDA binary runs on a GPU only if it carries a cubin of the same major "
-                "compute capability (minor ≤ the GPU's) or PTX of a lower capability.",
-                plan=plans.arch(f, ctx, ccs),
-            )
+        title = "The installed build has no kernels for this GPU's architecture"
+        explanation = (
+            "A CUDA binary runs on a GPU only if it carries a cubin of the same major "
+            "compute capability (minor ≤ the GPU's) or PTX of a lower capability."
         )
-        return out
-    if nv:
-        ev = [_quote(nv[1], _line_around(nv[2]))]
-        for name, cc in ccs:
-            ev.append(_stated(f, "gpus", f"GPU: {name} (compute capability {cc})"))
+    elif nv:
+        ev = [_hit_quote(nv)]
+        ev += _gpu_cc_lines(f, ccs)
         for tk in f.toolkits:
             ev.append(_stated(f, "cuda_toolkit", f"CUDA toolkit (NVRTC): {tk.version}"))
+        title = "The CUDA toolkit's NVRTC does not know this GPU's architecture"
+        explanation = (
+            "CuPy compiles kernels at run time with NVRTC from the CUDA toolkit; a "
+            "toolkit older than the GPU architecture rejects its -arch value."
+        )
+    if h or kh or nv:
         out.append(
             Finding(
                 code="gpu_arch_unsupported_by_build",
                 severity="error",
-                title="The CUDA toolkit's NVRTC does not know this GPU's architecture",
+                title=title,
                 evidence=ev,
-                explanation="CuPy compiles kernels at run time with NVRTC from the CUDA toolkit; a "
-                "toolkit older than the GPU architecture rejects its -arch value.",
+                explanation=explanation,
                 plan=plans.arch(f, ctx, ccs),
             )
         )
@@ -855,10 +862,7 @@ def check_gpu_arch(ctx: Ctx) -> list[Finding]:
     # torch build vs GPU, from the knowledge base
     torch = f.framework("torch")
     if torch and torch.cuda and torch.version and not torch.cpu_only:
-        try:
-            al = ctx.kb.torch_arch_list(torch.version.split("+")[0], torch.cuda)
-        except Exception:
-            al = None
+        al = _ask_kb(ctx, lambda kb: kb.torch_arch_list(torch.version.split("+")[0], torch.cuda))
         if al is not None:
             for name, cc in ccs:
                 if not ctx.kb.build_runs_on(cc, al.sms, al.ptx):
@@ -881,10 +885,7 @@ def check_gpu_arch(ctx: Ctx) -> list[Finding]:
     if any(fw.name in ("cupy", "chainer") for fw in f.frameworks or []):
         for tk in f.toolkits:
             for name, cc in ccs:
-                try:
-                    arch = ctx.kb.gpu_arch(cc)
-                except Exception:
-                    arch = None
+                arch = _ask_kb(ctx, lambda kb, cc=cc: kb.gpu_arch(cc))
                 first = (arch.first_cuda or {}).get(cc) if arch else None
                 if first and tk.version and vkey(tk.version) < vkey(first.split()[0]):
                     out.append(
@@ -912,7 +913,7 @@ def check_cupy(ctx: Ctx) -> list[Finding]:
     if len(pk) > 1 or h:
         ev = [f"installed: {', '.join(n + (' ' + v if v else '') for n, v in pk)}"] if pk else []
         if h:
-            ev.append(_quote(h[1], _line_around(h[2])))
+            ev.append(_hit_quote(h))
         out.append(
             Finding(
                 code="cupy_package_mismatch",
@@ -928,11 +929,8 @@ def check_cupy(ctx: Ctx) -> list[Finding]:
     h2 = ctx.hit("chainer_cupy_util_missing")
     if chainer and pk:
         spec = None
-        if ctx.kb is not None and chainer.version:
-            try:
-                spec = ctx.kb.chainer_cupy_specifier(chainer.version)
-            except Exception:
-                spec = None
+        if chainer.version:
+            spec = _ask_kb(ctx, lambda kb: kb.chainer_cupy_specifier(chainer.version))
         bad = []
         for n, v in pk:
             if not v:
@@ -957,7 +955,7 @@ def check_cupy(ctx: Ctx) -> list[Finding]:
             ev = [_stated(f, "package:chainer", f"chainer {chainer.version}")]
             ev += [f"{n} {v}: outside {s}" for n, v, s in bad]
             if h2:
-                ev.append(_quote(h2[1], _line_around(h2[2])))
+                ev.append(_hit_quote(h2))
             out.append(
                 Finding(
                     code="cupy_package_mismatch",
@@ -972,13 +970,8 @@ def check_cupy(ctx: Ctx) -> list[Finding]:
             )
     # a cupy-cudaXXX for a CUDA the driver cannot run
     for n, v in pk:
-        cuda = None
-        if ctx.kb is not None:
-            try:
-                r = ctx.kb.cupy_package_cuda(n, v)
-                cuda = r.low if r is not None and hasattr(r, "low") else None
-            except Exception:
-                cuda = None
+        r = _ask_kb(ctx, lambda kb, n=n, v=v: kb.cupy_package_cuda(n, v))
+        cuda = r.low if r is not None and hasattr(r, "low") else None
         if cuda and f.driver_version:
             ok, reason, _ = _driver_cuda_verdict(ctx, cuda)
             if ok is False:

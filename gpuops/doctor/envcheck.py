@@ -31,17 +31,21 @@ def load_envs(env_dir: Path | None) -> tuple[list[Any], str | None]:
 
 
 def _ccs(facts: Facts, kb: Any | None) -> list[str]:
-    out = []
-    for g in facts.gpus or []:
-        cc = g.cc
-        if cc is None and g.name and kb is not None:
-            try:
-                cc = kb.gpu_cc(g.name)
-            except Exception:
-                cc = None
-        if cc and cc not in out:
-            out.append(cc)
-    return out
+    """Each distinct compute capability of the GPUs (looked up by name where the probe gave none)."""
+    from gpuops.doctor.checks import Ctx, _gpu_cc
+
+    return list(dict.fromkeys(cc for _, cc in _gpu_cc(Ctx(facts=facts, kb=kb))))
+
+
+def _verdict(e: Any, cuda: str | None, ok: bool | None, reasons: list[str]) -> EnvVerdict:
+    return EnvVerdict(
+        name=e.name,
+        framework=e.framework,
+        framework_version=e.framework_version,
+        cuda=cuda,
+        runnable=ok,
+        reasons=reasons,
+    )
 
 
 def env_verdicts(envs: list[Any], facts: Facts, kb: Any | None) -> list[EnvVerdict]:
@@ -68,16 +72,7 @@ def env_verdicts(envs: list[Any], facts: Facts, kb: Any | None) -> list[EnvVerdi
         if cuda is None:
             if ok:
                 reasons.append("CPU build: runs without a GPU")
-            out.append(
-                EnvVerdict(
-                    name=e.name,
-                    framework=e.framework,
-                    framework_version=e.framework_version,
-                    cuda=None,
-                    runnable=ok,
-                    reasons=reasons,
-                )
-            )
+            out.append(_verdict(e, None, ok, reasons))
             continue
         if facts.gpu_present is False or (facts.gpu_count == 0):
             ok = False
@@ -117,14 +112,5 @@ def env_verdicts(envs: list[Any], facts: Facts, kb: Any | None) -> list[EnvVerdi
         if docker_ok and not gpu_runtime and facts.gpu_present:
             ok = False
             reasons.append("Docker has no NVIDIA runtime (container toolkit missing)")
-        out.append(
-            EnvVerdict(
-                name=e.name,
-                framework=e.framework,
-                framework_version=e.framework_version,
-                cuda=cuda,
-                runnable=ok,
-                reasons=reasons,
-            )
-        )
+        out.append(_verdict(e, cuda, ok, reasons))
     return out

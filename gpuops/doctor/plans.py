@@ -46,6 +46,16 @@ def reboot_step(why: str, resolves: str | None = None) -> RepairStep:
     )
 
 
+def _pip_step(f: Facts, args: str, why: str) -> RepairStep:
+    """A pip command in the framework's own environment (no root)."""
+    return RepairStep(command=f"{_pip(f)} {args}", needs_root=False, why=why)
+
+
+def _manual_step(command: str, why: str) -> RepairStep:
+    """A step a person runs in their own shell (or an alternative to read): no root, the executor stops."""
+    return RepairStep(command=command, needs_root=False, manual=True, why=why)
+
+
 def _driver_packages(f: Facts) -> list[str]:
     return sorted(
         p
@@ -301,9 +311,7 @@ def _torch_reinstall(f: Facts, ctx: Ctx, fw: Framework | None, variant: str | No
     ver = (fw.version or "").split("+")[0] if fw else ""
     pin = f"torch=={ver}" if ver else "torch"
     idx = f"{TORCH_INDEX}/{variant or 'cu<XY>'}"
-    return RepairStep(
-        command=f"{_pip(f)} install --force-reinstall {pin} --index-url {idx}", needs_root=False, why=why
-    )
+    return _pip_step(f, f"install --force-reinstall {pin} --index-url {idx}", why)
 
 
 def driver_too_old(f: Facts, ctx: Ctx, fws: list[Framework]) -> list[RepairStep]:
@@ -376,25 +384,17 @@ def cpu_only(f: Facts, ctx: Ctx, fw: Framework) -> list[RepairStep]:
     if fw.name == "tensorflow":
         ver = fw.version or ""
         return [
-            RepairStep(
-                command=f"{_pip(f)} uninstall -y tensorflow",
-                needs_root=False,
-                why="remove the CPU-only package",
-            ),
-            RepairStep(
-                command=f"{_pip(f)} install tensorflow-gpu=={ver}"
+            _pip_step(f, "uninstall -y tensorflow", "remove the CPU-only package"),
+            _pip_step(
+                f,
+                f"install tensorflow-gpu=={ver}"
                 if ver and ver.startswith(("0.", "1.", "2.0"))
-                else f"{_pip(f)} install 'tensorflow[and-cuda]=={ver}'",
-                needs_root=False,
-                why="the GPU build of the same version",
+                else f"install 'tensorflow[and-cuda]=={ver}'",
+                "the GPU build of the same version",
             ),
         ]
     return [
-        RepairStep(
-            command=f"{_pip(f)} install --upgrade 'jax[cuda12]'",
-            needs_root=False,
-            why="JAX with its CUDA plugin",
-        )
+        _pip_step(f, "install --upgrade 'jax[cuda12]'", "JAX with its CUDA plugin")
     ]
 
 
@@ -411,11 +411,9 @@ def torch_for_toolkit(f: Facts, ctx: Ctx, cuda: str) -> list[RepairStep]:
             f"a torch build for CUDA {cuda}, the toolkit that compiles "
             f"extensions here (check the index lists this variant)",
         ),
-        RepairStep(
-            command="export CUDA_HOME=/usr/local/cuda-<torch.version.cuda>",
-            needs_root=False,
-            manual=True,
-            why="or point CUDA_HOME/PATH at a toolkit of torch's CUDA version",
+        _manual_step(
+            "export CUDA_HOME=/usr/local/cuda-<torch.version.cuda>",
+            "or point CUDA_HOME/PATH at a toolkit of torch's CUDA version",
         ),
     ]
 
@@ -428,11 +426,9 @@ def cuda_libs(f: Facts, ctx: Ctx, cuda: str) -> list[RepairStep]:
             why=f"install the CUDA {major_minor} libraries next to the current toolkit "
             f"(then put /usr/local/cuda-{major_minor}/lib64 on the loader path)",
         ),
-        RepairStep(
-            command="# or install a framework release built for the CUDA already installed",
-            needs_root=False,
-            manual=True,
-            why="see `gpuops compat --tensorflow <version>`",
+        _manual_step(
+            "# or install a framework release built for the CUDA already installed",
+            "see `gpuops compat --tensorflow <version>`",
         ),
     ]
 
@@ -442,11 +438,9 @@ def cudnn(f: Facts, ctx: Ctx) -> list[RepairStep]:
     steps = []
     if torch is not None or f.ld_library_path:
         steps.append(
-            RepairStep(
-                command="unset LD_LIBRARY_PATH  # or drop the directory with the other cuDNN",
-                needs_root=False,
-                manual=True,
-                why="torch wheels bring the cuDNN they were built with; an older one found first on "
+            _manual_step(
+                "unset LD_LIBRARY_PATH  # or drop the directory with the other cuDNN",
+                "torch wheels bring the cuDNN they were built with; an older one found first on "
                 "the loader path replaces it",
             )
         )
@@ -464,11 +458,9 @@ def cudnn(f: Facts, ctx: Ctx) -> list[RepairStep]:
 def ld_path(f: Facts, ctx: Ctx, bad: list[str]) -> list[RepairStep]:
     keep = [d for d in f.ld_library_path or [] if d not in bad]
     return [
-        RepairStep(
-            command=f"export LD_LIBRARY_PATH={':'.join(keep)}" if keep else "unset LD_LIBRARY_PATH",
-            needs_root=False,
-            manual=True,
-            why="drop the directories with another cuDNN (and the line or `module load` that adds them)",
+        _manual_step(
+            f"export LD_LIBRARY_PATH={':'.join(keep)}" if keep else "unset LD_LIBRARY_PATH",
+            "drop the directories with another cuDNN (and the line or `module load` that adds them)",
         )
     ]
 
@@ -487,11 +479,9 @@ def arch(f: Facts, ctx: Ctx, ccs: list[tuple[str, str]]) -> list[RepairStep]:
             )
         ]
     return [
-        RepairStep(
-            command="# rebuild on a CUDA toolkit that knows this GPU (CuPy: a matching cupy-cudaXXX wheel)",
-            needs_root=False,
-            manual=True,
-            why="see `gpuops compat --gpu <name>` for the first CUDA that supports this architecture",
+        _manual_step(
+            "# rebuild on a CUDA toolkit that knows this GPU (CuPy: a matching cupy-cudaXXX wheel)",
+            "see `gpuops compat --gpu <name>` for the first CUDA that supports this architecture",
         )
     ]
 
@@ -499,31 +489,19 @@ def arch(f: Facts, ctx: Ctx, ccs: list[tuple[str, str]]) -> list[RepairStep]:
 def cupy_reinstall(f: Facts, ctx: Ctx) -> list[RepairStep]:
     names = [n for n, _ in f.cupy_packages] or ["cupy-cudaXXX"]
     return [
-        RepairStep(
-            command=f"{_pip(f)} uninstall -y " + " ".join(names),
-            needs_root=False,
-            why="they share one cupy/ tree: remove all of them",
-        ),
-        RepairStep(
-            command=f"{_pip(f)} install cupy-cuda<major>x",
-            needs_root=False,
-            why="reinstall only the package for this CUDA major",
-        ),
+        _pip_step(f, "uninstall -y " + " ".join(names), "they share one cupy/ tree: remove all of them"),
+        _pip_step(f, "install cupy-cuda<major>x", "reinstall only the package for this CUDA major"),
     ]
 
 
 def cupy_for_chainer(f: Facts, ctx: Ctx, spec: str | None) -> list[RepairStep]:
     names = [n for n, _ in f.cupy_packages] or ["cupy"]
     return [
-        RepairStep(
-            command=f"{_pip(f)} uninstall -y " + " ".join(names),
-            needs_root=False,
-            why="remove the CuPy Chainer cannot use",
-        ),
-        RepairStep(
-            command=f"{_pip(f)} install 'cupy-cudaXXX{spec or '>=7,<8'}'",
-            needs_root=False,
-            why="XXX = the CUDA version, e.g. cupy-cuda101; CuPy v7 wheels exist for CUDA 8.0-11.0",
+        _pip_step(f, "uninstall -y " + " ".join(names), "remove the CuPy Chainer cannot use"),
+        _pip_step(
+            f,
+            f"install 'cupy-cudaXXX{spec or '>=7,<8'}'",
+            "XXX = the CUDA version, e.g. cupy-cuda101; CuPy v7 wheels exist for CUDA 8.0-11.0",
         ),
     ]
 

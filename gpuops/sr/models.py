@@ -155,27 +155,25 @@ class SRModel(nn.Module):
         )
 
 
-class SRCNN(SRModel):
-    arch = "srcnn"
+class _PreUpsampled(SRModel):
+    """A plain stack of convolutions on the bicubic-upscaled image (SRCNN and VDSR share it)."""
 
     def __init__(self, specs: list[ConvSpec], **kw) -> None:
         super().__init__(specs, pre_upsample=True, **kw)
         self.shave = _shave_of(specs, self.padding, self.layers)
         self.body = self._stack(specs, self.channels, self.activation, self.padding, self.batch_norm, False)
         self._init_weights()
+
+
+class SRCNN(_PreUpsampled):
+    arch = "srcnn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
 
-class VDSR(SRModel):
+class VDSR(_PreUpsampled):
     arch = "vdsr"
-
-    def __init__(self, specs: list[ConvSpec], **kw) -> None:
-        super().__init__(specs, pre_upsample=True, **kw)
-        self.shave = _shave_of(specs, self.padding, self.layers)
-        self.body = self._stack(specs, self.channels, self.activation, self.padding, self.batch_norm, False)
-        self._init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)

@@ -3,12 +3,10 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 LABEL_NAMES = [
     b"airplane",
@@ -25,13 +23,8 @@ LABEL_NAMES = [
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The test machine's cores are shared: one thread keeps wall time predictable. Restored after
-    # each test so that other test folders keep their own setting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(torch_one_thread: None) -> None:
+    """Every test in this folder runs torch on one thread (tests/conftest.py)."""
 
 
 def cifar_row(red: int, green: int, blue_seed: int) -> np.ndarray:

@@ -10,6 +10,8 @@ from gpuops.cli.app import Application, JsonOpt, NoColorOpt, QuietOpt
 from gpuops.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gpuops.knowledge.models import SourceRef
     from gpuops.knowledge.report import ChainerReport, DriverReport, GpuReport, TFReport, TorchReport
     from gpuops.output import Output
@@ -289,26 +291,19 @@ def compat(
         kb = load_kb()
         result: dict[str, Any] = {"kb_version": kb.kb_version, "compiled": kb.compiled}
         parts: list[tuple[Any, Any]] = []
-        if driver:
-            r = rep.driver_report(kb, driver)
-            result["driver"] = r.model_dump(mode="json")
-            parts.append((_render_driver, r))
-        if gpu:
-            g = rep.gpu_report(kb, gpu)
-            result["gpu"] = g.model_dump(mode="json")
-            parts.append((_render_gpu, g))
-        if torch:
-            t = rep.torch_report(kb, torch, platform)
-            result["torch"] = t.model_dump(mode="json")
-            parts.append((_render_torch, t))
-        if tensorflow:
-            tf = rep.tensorflow_report(kb, tensorflow)
-            result["tensorflow"] = tf.model_dump(mode="json")
-            parts.append((_render_tf, tf))
-        if chainer:
-            c = rep.chainer_report(kb, chainer)
-            result["chainer"] = c.model_dump(mode="json")
-            parts.append((_render_chainer, c))
+        # (key in the JSON, the option's value, its report, how it renders), in output order
+        asked: list[tuple[str, str | None, Callable[[], Any], Any]] = [
+            ("driver", driver, lambda: rep.driver_report(kb, driver), _render_driver),
+            ("gpu", gpu, lambda: rep.gpu_report(kb, gpu), _render_gpu),
+            ("torch", torch, lambda: rep.torch_report(kb, torch, platform), _render_torch),
+            ("tensorflow", tensorflow, lambda: rep.tensorflow_report(kb, tensorflow), _render_tf),
+            ("chainer", chainer, lambda: rep.chainer_report(kb, chainer), _render_chainer),
+        ]
+        for key, value, report, render in asked:
+            if value:
+                r = report()
+                result[key] = r.model_dump(mode="json")
+                parts.append((render, r))
         if app.out.json_mode:
             app.out.json(result)
         else:

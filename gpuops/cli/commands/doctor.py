@@ -78,6 +78,12 @@ def _render(report: Any, fix: bool) -> Any:
             parts.append(Text(f"  {line}"))
     if report.environments or report.environments_note:
         parts.append(Text("\nPinned environments:", style="bold"))
+        # A reason that every environment shares (no Docker daemon, say) is said once.
+        shared = set(report.environments[0].reasons) if len(report.environments) > 1 else set()
+        for e in report.environments[1:]:
+            shared &= set(e.reasons)
+        for reason in (r for r in report.environments[0].reasons if r in shared):
+            parts.append(Text(f"  all: {reason}", style="dim"))
         for e in report.environments:
             mark = {True: "yes", False: "no", None: "?"}[e.runnable]
             style = {True: "green", False: "red", None: "yellow"}[e.runnable]
@@ -85,8 +91,9 @@ def _render(report: Any, fix: bool) -> Any:
             line.append(
                 f"{e.name} ({e.framework} {e.framework_version}, {'CUDA ' + e.cuda if e.cuda else 'CPU'})"
             )
-            if e.reasons:
-                line.append(": " + "; ".join(e.reasons), style="dim")
+            own = [r for r in e.reasons if r not in shared]
+            if own:
+                line.append(": " + "; ".join(own), style="dim")
             parts.append(line)
         if report.environments_note:
             parts.append(Text(f"  {report.environments_note}", style="dim"))

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model, load_average  # bench/_machine.py (scripts run with bench/ on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 GPUOPS = str(Path(PY).with_name("gpuops"))
@@ -77,18 +79,11 @@ def doctor_facts() -> tuple[int, int]:
 
 
 def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return load_average()
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"- `uname -a`: {' '.join(platform.uname())}\n- nproc: {os.cpu_count()}\n- CPU: {cpu}\n"
         f"- load average at start: {load()}\n- Python: {sys.version.split()[0]}\n"

@@ -25,7 +25,7 @@ def require(ok: bool, why: str) -> None:
         return
     if IN_CI:
         pytest.fail(f"required component missing in CI: {why}")
-    pytest.skip(why)
+    pytest.skip(why)  # only outside CI: with CI=true the line above fails the test instead
 
 
 @pytest.fixture(scope="session")

@@ -130,9 +130,12 @@ class LocalTarget:
         """Interrupt the trainer (SIGINT, then SIGTERM, then SIGKILL) and make sure the run is KILLED."""
         proc = self._proc(job)
         if proc is not None and proc.poll() is None:
-            if signalled:  # the terminal's Ctrl-C reached the trainer too: give it time to end its run
+            if signalled:
+                # The terminal's Ctrl-C reached the trainer too, and it is ending its run (summary,
+                # MLflow status). A second SIGINT now would cut that short, so give it the grace time
+                # first; on a loaded 2-core machine 5 s was sometimes not enough.
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+                    proc.wait(timeout=grace)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
             for sig in (None, signal.SIGTERM, signal.SIGKILL):

@@ -15,9 +15,6 @@ The library never prints; ``gpuops.cli.commands.doctor`` renders.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,34 +104,10 @@ def _summary(f: Any) -> dict[str, str]:
     }
 
 
-@contextmanager
-def _no_pydantic_plugin_discovery() -> Iterator[None]:
-    """Build pydantic validators without looking for pydantic plugins.
-
-    The first validator a process builds makes pydantic read the entry points of every installed
-    distribution to find plugins (about 10 ms with 150 packages), for observers that gpuops' own
-    report, environment and knowledge models have no use for. typer builds its option adapters the
-    same way. A value the user set is left alone."""
-    key = "PYDANTIC_DISABLE_PLUGINS"
-    if key in os.environ:
-        yield
-        return
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
-
-
 def diagnose(
     capture: Capture, *, env_dir: str | Path | None = None, kb: Any | None = None, root: str = ""
 ) -> Report:
     """Facts, checks, environments: the report for ``capture``. Never raises on odd captures."""
-    with _no_pydantic_plugin_discovery():
-        return _diagnose(capture, env_dir=env_dir, kb=kb, root=root)
-
-
-def _diagnose(capture: Capture, *, env_dir: str | Path | None, kb: Any | None, root: str) -> Report:
     from gpuops.doctor.checks import make_ctx, run_checks
     from gpuops.doctor.envcheck import env_verdicts, load_envs
     from gpuops.doctor.facts import facts_from_capture

@@ -14,11 +14,11 @@ reader of the old format would misread the new one; unknown versions are refused
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, ClassVar, Literal
 
 from gpuops.errors import UsageError
 
@@ -26,12 +26,15 @@ FORMAT = "gpuops-capture"
 FORMAT_VERSION = 1
 
 
-class _Strict(BaseModel):
-    # defer_build: the live path builds records with model_construct (no validation needed for what
-    # gpuops itself measured), so the validation schema is only built when a file is loaded or saved.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+# The records are plain dataclasses: the live path builds them from what gpuops itself measured and
+# needs no validation, and ``gpuops doctor`` must start fast and run when pydantic is broken. A file
+# is validated when it is loaded (``parse_capture``: pydantic, imported there), with unknown keys
+# refused (``__pydantic_config__``, read by pydantic only).
+class _Strict:
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
 
+@dataclass(kw_only=True)
 class CommandRecord(_Strict):
     """One command run through the runner. ``error`` says why it gave no normal result."""
 
@@ -54,6 +57,7 @@ class CommandRecord(_Strict):
         return self.stdout or self.stderr
 
 
+@dataclass(kw_only=True)
 class FileRecord(_Strict):
     """A file read as text (truncated to a limit). ``content`` None: absent or unreadable."""
 
@@ -62,15 +66,17 @@ class FileRecord(_Strict):
     truncated: bool = False
 
 
+@dataclass(kw_only=True)
 class DistRecord(_Strict):
     """An installed Python distribution (from its metadata, never imported)."""
 
     name: str
     version: str | None = None
     location: str | None = None
-    files: dict[str, str] = Field(default_factory=dict)  # relative path -> text (e.g. torch/version.py)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> text (e.g. torch/version.py)
 
 
+@dataclass(kw_only=True)
 class NvmlGpu(_Strict):
     index: int
     name: str | None = None
@@ -79,6 +85,7 @@ class NvmlGpu(_Strict):
     pci_bus_id: str | None = None
 
 
+@dataclass(kw_only=True)
 class NvmlRecord(_Strict):
     """What NVML answered (through nvidia-ml-py), or why it could not be asked."""
 
@@ -87,9 +94,10 @@ class NvmlRecord(_Strict):
     driver_version: str | None = None
     nvml_version: str | None = None
     cuda_driver_version: int | None = None  # e.g. 12020 for 12.2
-    gpus: list[NvmlGpu] = Field(default_factory=list)
+    gpus: list[NvmlGpu] = field(default_factory=list)
 
 
+@dataclass(kw_only=True)
 class PciDevice(_Strict):
     slot: str
     vendor: str  # "0x10de"
@@ -98,6 +106,7 @@ class PciDevice(_Strict):
     driver: str | None = None  # bound kernel driver, e.g. "nvidia", "nouveau"
 
 
+@dataclass(kw_only=True)
 class DeepRecord(_Strict):
     """``--deep``: one framework imported in a child process, one tiny convolution on the GPU."""
 
@@ -108,6 +117,7 @@ class DeepRecord(_Strict):
     seconds: float | None = None
 
 
+@dataclass(kw_only=True)
 class LogRecord(_Strict):
     """An error text the user attached (``--log FILE``), or that a bug report showed."""
 
@@ -115,18 +125,21 @@ class LogRecord(_Strict):
     text: str
 
 
+@dataclass(kw_only=True)
 class StatedGpu(_Strict):
     name: str | None = None
     cc: str | None = None
     count: int = 1
 
 
+@dataclass(kw_only=True)
 class StatedPackage(_Strict):
     name: str
     version: str | None = None
     cuda: str | None = None  # the CUDA the build targets, "11.7"; "cpu" for a CPU-only build
 
 
+@dataclass(kw_only=True)
 class Stated(_Strict):
     """Facts a person reported without the raw output. Used only where no observation exists."""
 
@@ -136,24 +149,26 @@ class Stated(_Strict):
     loaded_module_version: str | None = None
     userspace_driver_version: str | None = None
     cuda_driver_version: str | None = None
-    gpus: list[StatedGpu] = Field(default_factory=list)
+    gpus: list[StatedGpu] = field(default_factory=list)
     gpu_present: bool | None = None
     cuda_toolkit: str | None = None
     cudnn: str | None = None
     secure_boot: bool | None = None
-    modules_loaded: list[str] = Field(default_factory=list)
+    modules_loaded: list[str] = field(default_factory=list)
     in_container: bool | None = None
     docker_installed_as: str | None = None  # "snap", "deb", ...
-    packages: list[StatedPackage] = Field(default_factory=list)
-    os_packages: dict[str, str | None] = Field(default_factory=dict)
+    packages: list[StatedPackage] = field(default_factory=list)
+    os_packages: dict[str, str | None] = field(default_factory=dict)
 
 
+@dataclass(kw_only=True)
 class PythonInfo(_Strict):
     version: str | None = None
     executable: str | None = None
     prefix: str | None = None
 
 
+@dataclass(kw_only=True)
 class PlatformInfo(_Strict):
     system: str | None = None
     machine: str | None = None
@@ -161,9 +176,8 @@ class PlatformInfo(_Strict):
     cpu_model: str | None = None
 
 
+@dataclass(kw_only=True)
 class Capture(_Strict):
-    # The two sub-record defaults are made with model_construct (same value as ``PlatformInfo()``):
-    # calling the class would build its validation schema, which the live path never needs.
     format: Literal["gpuops-capture"] = FORMAT
     format_version: int = FORMAT_VERSION
     created: str | None = None
@@ -171,21 +185,21 @@ class Capture(_Strict):
     kind: Literal["live", "quick", "report"] = "live"
     source: str | None = None  # for captures made from a public report: its URL
     note: str | None = None
-    platform: PlatformInfo = Field(default_factory=lambda: PlatformInfo.model_construct())
-    python: PythonInfo = Field(default_factory=lambda: PythonInfo.model_construct())
-    commands: dict[str, CommandRecord] = Field(default_factory=dict)
-    files: dict[str, FileRecord] = Field(default_factory=dict)
-    globs: dict[str, list[str]] = Field(default_factory=dict)
+    platform: PlatformInfo = field(default_factory=PlatformInfo)
+    python: PythonInfo = field(default_factory=PythonInfo)
+    commands: dict[str, CommandRecord] = field(default_factory=dict)
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    globs: dict[str, list[str]] = field(default_factory=dict)
     pci: list[PciDevice] | None = None
     packages: dict[str, DistRecord] | None = None  # None: not collected
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     nvml: NvmlRecord | None = None
     deep: list[DeepRecord] | None = None
-    logs: list[LogRecord] = Field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
     stated: Stated | None = None
 
-    # Not part of the file: set on a capture made on this host in this process.
-    live: bool = Field(default=False, exclude=True)
+    # Not part of the file (not a field): set on a capture made on this host in this process.
+    live: ClassVar[bool] = False
 
     # -- accessors that never raise ---------------------------------------------------------
     def cmd(self, key: str) -> CommandRecord | None:
@@ -209,6 +223,11 @@ def _str_presenter(dumper: Any, data: str) -> Any:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
+def capture_dict(capture: Capture) -> dict[str, Any]:
+    """The capture as plain data (every value is already a JSON/YAML type)."""
+    return dataclasses.asdict(capture)
+
+
 def dump_capture(capture: Capture) -> str:
     import yaml
 
@@ -216,7 +235,7 @@ def dump_capture(capture: Capture) -> str:
         pass
 
     _Dumper.add_representer(str, _str_presenter)
-    data = capture.model_dump(mode="json", exclude_none=False)
+    data = capture_dict(capture)
     # Keep files readable: drop empty sections.
     for key in ("logs",):
         if not data.get(key):
@@ -249,8 +268,10 @@ def parse_capture(data: Any, where: str = "capture") -> Capture:
             f"{where}: unknown capture format_version {ver!r}; this gpuops reads version {FORMAT_VERSION}",
             hint="upgrade gpuops, or re-capture with this version",
         )
+    from pydantic import TypeAdapter, ValidationError
+
     try:
-        return Capture.model_validate(data)
+        return TypeAdapter(Capture).validate_python(data)
     except ValidationError as e:
         first = e.errors(include_url=False)[0]
         loc = ".".join(str(p) for p in first["loc"])

@@ -93,7 +93,7 @@ def run_deep(
         secs = round(time.perf_counter() - t0, 2)
         if rec.error == "timeout":
             out.append(
-                DeepRecord.model_construct(
+                DeepRecord(
                     framework=fw,
                     ok=False,
                     output=rec.stdout,
@@ -103,12 +103,12 @@ def run_deep(
             )
             continue
         if rec.error:
-            out.append(DeepRecord.model_construct(framework=fw, ok=False, error=rec.error, seconds=secs))
+            out.append(DeepRecord(framework=fw, ok=False, error=rec.error, seconds=secs))
             continue
         # True: the GPU op ran; None: the import worked but there was no GPU to run on; False: it failed.
         ok = (True if rec.stdout.rstrip().endswith("OK") else None) if rec.rc == 0 else False
         out.append(
-            DeepRecord.model_construct(
+            DeepRecord(
                 framework=fw, ok=ok, output=rec.stdout, error=rec.stderr[-8000:] or None, seconds=secs
             )
         )

@@ -7,6 +7,7 @@ GPU's architecture, is a container runtime with GPU support present. Answers are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,53 @@ from gpuops.doctor.facts import Facts
 from gpuops.doctor.findings import EnvVerdict
 
 
-def load_envs(env_dir: Path | None) -> tuple[list[Any], str | None]:
-    """The environment specs, or ([], why not)."""
+@dataclass(frozen=True)
+class EnvSummary:
+    """What doctor needs of a pinned environment (``gpuops.envs.EnvSpec`` has the rest)."""
+
+    name: str
+    framework: str
+    framework_version: str
+    cuda: str | None
+
+
+_KEYS = {"name", "framework", "framework_version", "cuda"}
+
+
+def _validated_rows(env_dir: Path) -> list[dict[str, Any]]:
+    from gpuops.envs import load_environments
+
+    return [
+        {"name": e.name, "framework": e.framework, "framework_version": e.framework_version, "cuda": e.cuda}
+        for e in load_environments(env_dir)
+    ]
+
+
+def load_envs(env_dir: Path | None) -> tuple[list[EnvSummary], str | None]:
+    """The environments in ``env_dir``, or ([], why not).
+
+    Specs are validated in full (``gpuops.envs``: PyYAML and pydantic) the first time a set of files
+    is seen; what doctor needs of them is then kept in the user's cache under the files' digest, so
+    that later runs import neither. An invalid spec is never cached: it is reported every run."""
     if env_dir is None:
         return [], None
-    try:
-        from gpuops.envs import load_environments
-    except Exception as e:  # the envs package is missing or broken: report, do not fail doctor
-        return [], f"environments not available ({type(e).__name__})"
-    if not Path(env_dir).is_dir():
+    d = Path(env_dir)
+    if not d.is_dir():
         return [], f"no environments ({env_dir} not found)"
     try:
-        return list(load_environments(Path(env_dir))), None
+        from gpuops.cache import cached_json
+
+        parts = {p.name: p.read_bytes() for p in sorted(d.glob("*.yaml"))}
+        rows = cached_json(
+            "environments",
+            parts,
+            lambda: _validated_rows(d),
+            valid=lambda rows: isinstance(rows, list)
+            and all(isinstance(r, dict) and set(r) == _KEYS for r in rows),
+        )
+        return [EnvSummary(**r) for r in rows], None
+    except ImportError as e:  # the envs package is missing or broken: report, do not fail doctor
+        return [], f"environments not available ({type(e).__name__})"
     except Exception as e:
         return [], f"environments could not be read: {e}"
 
@@ -37,7 +73,7 @@ def _ccs(facts: Facts, kb: Any | None) -> list[str]:
     return list(dict.fromkeys(cc for _, cc in _gpu_cc(Ctx(facts=facts, kb=kb))))
 
 
-def _verdict(e: Any, cuda: str | None, ok: bool | None, reasons: list[str]) -> EnvVerdict:
+def _verdict(e: EnvSummary, cuda: str | None, ok: bool | None, reasons: list[str]) -> EnvVerdict:
     return EnvVerdict(
         name=e.name,
         framework=e.framework,
@@ -48,7 +84,7 @@ def _verdict(e: Any, cuda: str | None, ok: bool | None, reasons: list[str]) -> E
     )
 
 
-def env_verdicts(envs: list[Any], facts: Facts, kb: Any | None) -> list[EnvVerdict]:
+def env_verdicts(envs: list[EnvSummary], facts: Facts, kb: Any | None) -> list[EnvVerdict]:
     out = []
     docker_ok = facts.docker is not None and facts.docker.reachable
     gpu_runtime = (
@@ -61,7 +97,7 @@ def env_verdicts(envs: list[Any], facts: Facts, kb: Any | None) -> list[EnvVerdi
     for e in envs:
         reasons: list[str] = []
         ok: bool | None = True
-        cuda = getattr(e, "cuda", None)
+        cuda = e.cuda
         if facts.docker is None:
             ok, reasons = None, ["Docker not probed"]
         elif not docker_ok:

@@ -1,10 +1,13 @@
-"""What doctor reports: findings (code, severity, evidence, explanation, repair plan) and the report."""
+"""What doctor reports: findings (code, severity, evidence, explanation, repair plan) and the report.
+
+Plain dataclasses (no pydantic): built by gpuops' own checks, never read from untrusted input, and
+on ``gpuops doctor``'s start-up path."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
 
@@ -31,8 +34,8 @@ CODES: dict[str, str] = {
 }
 
 
-class RepairStep(BaseModel):
-    model_config = ConfigDict(defer_build=True)
+@dataclass(kw_only=True)
+class RepairStep:
 
     command: str
     why: str
@@ -43,42 +46,49 @@ class RepairStep(BaseModel):
     verify: str | None = None  # a shell command that must succeed after the step
     resolves: str | None = None  # the finding code this step should make disappear
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
-class Finding(BaseModel):
-    model_config = ConfigDict(defer_build=True)
+
+@dataclass(kw_only=True)
+class Finding:
 
     code: str
     severity: Severity
     title: str
-    evidence: list[str] = Field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
     explanation: str = ""
     confidence: Literal["confirmed", "likely"] = "confirmed"
-    plan: list[RepairStep] = Field(default_factory=list)
-    history: list[str] = Field(default_factory=list)  # package changes that explain it
-    sources: list[str] = Field(default_factory=list)
+    plan: list[RepairStep] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)  # package changes that explain it
+    sources: list[str] = field(default_factory=list)
 
 
-class EnvVerdict(BaseModel):
-    model_config = ConfigDict(defer_build=True)
+@dataclass(kw_only=True)
+class EnvVerdict:
 
     name: str
     framework: str
     framework_version: str
     cuda: str | None
     runnable: bool | None  # None: cannot tell from what was collected
-    reasons: list[str] = Field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
 
 
-class Report(BaseModel):
-    model_config = ConfigDict(defer_build=True)
+@dataclass(kw_only=True)
+class Report:
 
     capture_kind: str
     source: str | None = None
-    summary: dict[str, str] = Field(default_factory=dict)
-    findings: list[Finding] = Field(default_factory=list)
-    timeline: list[str] = Field(default_factory=list)
-    environments: list[EnvVerdict] = Field(default_factory=list)
+    summary: dict[str, str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
+    environments: list[EnvVerdict] = field(default_factory=list)
     environments_note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (for ``--json``)."""
+        return dataclasses.asdict(self)
 
     @property
     def errors(self) -> list[Finding]:

@@ -219,14 +219,14 @@ def _docker_api_info(runner: Runner, host: str) -> CommandRecord:
     argv = ["GET", f"{host}/info"]
     secs = round(time.perf_counter() - t0, 3)
     if err == "permission":
-        return CommandRecord.model_construct(
+        return CommandRecord(
             argv=argv,
             rc=1,
             seconds=secs,
             stderr=f"permission denied while trying to connect to the Docker daemon socket at {host}",
         )
     if err is not None or status != 200:
-        return CommandRecord.model_construct(
+        return CommandRecord(
             argv=argv,
             rc=1,
             seconds=secs,
@@ -236,11 +236,11 @@ def _docker_api_info(runner: Runner, host: str) -> CommandRecord:
     try:
         data = json.loads(body)
     except ValueError:
-        return CommandRecord.model_construct(
+        return CommandRecord(
             argv=argv, rc=1, seconds=secs, stderr="Docker API answered with something that is not JSON"
         )
     keep = {k: data.get(k) for k in _DOCKER_KEYS if k in data}
-    return CommandRecord.model_construct(
+    return CommandRecord(
         argv=argv, rc=0, seconds=secs, stdout=json.dumps(keep, indent=1, sort_keys=True)
     )
 
@@ -275,7 +275,7 @@ def _scan_dists(paths: list[str]) -> dict[str, DistRecord]:
             key = _norm(name)
             if key in found:
                 continue
-            found[key] = DistRecord.model_construct(name=name, version=version or None, location=entry)
+            found[key] = DistRecord(name=name, version=version or None, location=entry)
     return found
 
 
@@ -311,25 +311,46 @@ def _nvml(timeout: float = 5.0) -> NvmlRecord:
     t = threading.Thread(target=work, daemon=True)
     t.start()
     t.join(timeout)
-    return box.get("r") or NvmlRecord.model_construct(
+    return box.get("r") or NvmlRecord(
         ok=False, error=f"NVML did not answer within {timeout:g} s"
     )
 
 
+# What nvidia-ml-py reports when it cannot load the library (its NVMLError_LibraryNotFound).
+NVML_LIBRARY_NOT_FOUND = "NVMLError_LibraryNotFound: NVML Shared Library Not Found"
+
+
+def _nvml_library_loads() -> bool:
+    """Whether ``libnvidia-ml.so.1`` loads, tried the way nvidia-ml-py loads it on Linux. Importing
+    nvidia-ml-py costs more than the rest of the probes, so it is skipped when the library is absent
+    (every machine without an NVIDIA driver), with the answer nvidia-ml-py itself would have given."""
+    if not sys.platform.startswith("linux"):
+        return True  # let nvidia-ml-py look in its own places
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def _nvml_inner() -> NvmlRecord:
+    if not _nvml_library_loads():
+        return NvmlRecord(ok=False, error=NVML_LIBRARY_NOT_FOUND)
     try:
         import pynvml
     except Exception as e:  # nvidia-ml-py missing or broken
-        return NvmlRecord.model_construct(ok=False, error=f"nvidia-ml-py not importable: {e}")
+        return NvmlRecord(ok=False, error=f"nvidia-ml-py not importable: {e}")
     try:
         pynvml.nvmlInit()
     except Exception as e:
-        return NvmlRecord.model_construct(ok=False, error=f"{type(e).__name__}: {e}")
+        return NvmlRecord(ok=False, error=f"{type(e).__name__}: {e}")
 
     def s(v: object) -> str:
         return v.decode() if isinstance(v, bytes) else str(v)
 
-    rec = NvmlRecord.model_construct(ok=True)
+    rec = NvmlRecord(ok=True)
     try:
         try:
             rec.driver_version = s(pynvml.nvmlSystemGetDriverVersion())
@@ -345,7 +366,7 @@ def _nvml_inner() -> NvmlRecord:
             rec.error = f"device count: {e}"
             n = 0
         for i in range(n):
-            g = NvmlGpu.model_construct(index=i)
+            g = NvmlGpu(index=i)
             try:
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
                 g.name = s(pynvml.nvmlDeviceGetName(h))
@@ -378,7 +399,7 @@ def _pci(runner: Runner) -> list[PciDevice] | None:
             continue
         link = runner.readlink(d + "/driver")
         out.append(
-            PciDevice.model_construct(
+            PciDevice(
                 slot=d.rsplit("/", 1)[-1],
                 vendor=vendor,
                 device=(runner.read(d + "/device").content or "").strip() or None,
@@ -403,7 +424,7 @@ def _python_paths(python: str | None, runner: Runner) -> tuple[PythonInfo, list[
     if not python:
         v = sys.version_info
         return (
-            PythonInfo.model_construct(
+            PythonInfo(
                 version=f"{v.major}.{v.minor}.{v.micro}", executable=sys.executable, prefix=sys.prefix
             ),
             list(sys.path),
@@ -418,14 +439,14 @@ def _python_paths(python: str | None, runner: Runner) -> tuple[PythonInfo, list[
         timeout=10,
     )
     if rec.rc != 0:
-        return PythonInfo.model_construct(executable=python), []
+        return PythonInfo(executable=python), []
     import json
 
     try:
         ver, exe, prefix, paths = json.loads(rec.stdout)
     except (ValueError, TypeError):
-        return PythonInfo.model_construct(executable=python), []
-    return PythonInfo.model_construct(version=ver, executable=exe, prefix=prefix), [
+        return PythonInfo(executable=python), []
+    return PythonInfo(version=ver, executable=exe, prefix=prefix), [
         p for p in paths if isinstance(p, str)
     ]
 
@@ -519,7 +540,7 @@ def collect(
 
     runner = runner or LiveRunner()
     environ = dict(os.environ) if env is None else env
-    cap = Capture.model_construct(
+    cap = Capture(
         created=now_iso(), gpuops_version=__version__, kind="quick" if quick else "live"
     )
     cap.live = True
@@ -550,7 +571,7 @@ def collect(
 
     # Meanwhile: platform, files, globs, packages.
     u = os.uname()
-    cap.platform = PlatformInfo.model_construct(
+    cap.platform = PlatformInfo(
         system=u.sysname, machine=u.machine, kernel=u.release, cpu_model=_cpu_model(runner)
     )
 
@@ -568,9 +589,9 @@ def collect(
     if not quick:
         sb = runner.read_bytes(SECURE_BOOT_VAR, limit=64)
         if sb is not None:
-            cap.files[SECURE_BOOT_VAR] = FileRecord.model_construct(content=" ".join(f"{b:02x}" for b in sb))
+            cap.files[SECURE_BOOT_VAR] = FileRecord(content=" ".join(f"{b:02x}" for b in sb))
         elif runner.glob("/sys/firmware/efi"):
-            cap.files[SECURE_BOOT_VAR] = FileRecord.model_construct(error="missing")
+            cap.files[SECURE_BOOT_VAR] = FileRecord(error="missing")
         cap.globs["/sys/firmware/efi"] = runner.glob("/sys/firmware/efi")
         cap.globs["/lib/modules/*"] = runner.glob("/lib/modules/*")
         for pat in MODULE_GLOBS:
@@ -595,7 +616,7 @@ def collect(
         cap.globs["/usr/local/cuda*"] = runner.glob("/usr/local/cuda*")
         link = runner.readlink("/usr/local/cuda")
         if link:
-            cap.files["readlink /usr/local/cuda"] = FileRecord.model_construct(content=link)
+            cap.files["readlink /usr/local/cuda"] = FileRecord(content=link)
         for d in cap.globs["/usr/local/cuda*"]:
             for name in ("version.json", "version.txt"):
                 p = f"{d}/{name}"
@@ -618,7 +639,7 @@ def collect(
                         for ln in fr.content.splitlines()
                         if re.match(r"#define CUDNN_(MAJOR|MINOR|PATCHLEVEL)\b", ln)
                     ]
-                    cap.files[p] = FileRecord.model_construct(content="\n".join(lines) + "\n", truncated=True)
+                    cap.files[p] = FileRecord(content="\n".join(lines) + "\n", truncated=True)
         for d in (environ.get("LD_LIBRARY_PATH") or "").split(":"):
             if d:
                 cap.globs[f"ldpath:{d}"] = [
@@ -646,12 +667,12 @@ def collect(
         ]:
             fr = runner.read(p, limit=20_000_000)
             if fr.content is not None:
-                fr = FileRecord.model_construct(content=_history_filter(fr.content), truncated=fr.truncated)
+                fr = FileRecord(content=_history_filter(fr.content), truncated=fr.truncated)
             cap.files[p] = fr
         for p in ["/var/log/dpkg.log", *runner.glob("/var/log/dpkg.log.[0-9]")]:
             fr = runner.read(p, limit=20_000_000)
             if fr.content is not None:
-                fr = FileRecord.model_construct(content=_dpkg_log_filter(fr.content), truncated=fr.truncated)
+                fr = FileRecord(content=_dpkg_log_filter(fr.content), truncated=fr.truncated)
             cap.files[p] = fr
         docker = None
         for d in (environ.get("PATH") or "").split(":"):

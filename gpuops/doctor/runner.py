@@ -69,7 +69,7 @@ class LiveRunner:
         timeout = self.default_timeout if timeout is None else timeout
         exe = shutil.which(argv[0], path=self.path) if "/" not in argv[0] else argv[0]
         if exe is None or not os.path.exists(exe):
-            return CommandRecord.model_construct(argv=argv, error="not_found")
+            return CommandRecord(argv=argv, error="not_found")
         full_env = dict(os.environ)
         full_env.update({"LC_ALL": "C", "LANG": "C"})
         if env:
@@ -85,9 +85,9 @@ class LiveRunner:
                 start_new_session=True,
             )
         except PermissionError:
-            return CommandRecord.model_construct(argv=argv, error="permission")
+            return CommandRecord(argv=argv, error="permission")
         except OSError as e:
-            return CommandRecord.model_construct(argv=argv, error="failed_to_start", stderr=str(e))
+            return CommandRecord(argv=argv, error="failed_to_start", stderr=str(e))
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -100,7 +100,7 @@ class LiveRunner:
                 out, err = proc.communicate(timeout=2)
             except subprocess.TimeoutExpired:
                 out, err = b"", b""
-            return CommandRecord.model_construct(
+            return CommandRecord(
                 argv=argv,
                 rc=None,
                 error="timeout",
@@ -108,7 +108,7 @@ class LiveRunner:
                 stderr=_cut(err.decode("utf-8", "replace")),
                 seconds=round(time.perf_counter() - t0, 3),
             )
-        return CommandRecord.model_construct(
+        return CommandRecord(
             argv=argv,
             rc=proc.returncode,
             stdout=_cut(out.decode("utf-8", "replace")),
@@ -121,13 +121,13 @@ class LiveRunner:
             with open(self._p(path), "rb") as fh:
                 data = fh.read(limit + 1)
         except FileNotFoundError:
-            return FileRecord.model_construct(error="missing")
+            return FileRecord(error="missing")
         except NotADirectoryError:
-            return FileRecord.model_construct(error="missing")
+            return FileRecord(error="missing")
         except PermissionError:
-            return FileRecord.model_construct(error="permission")
+            return FileRecord(error="permission")
         except OSError:
-            return FileRecord.model_construct(error="other")
+            return FileRecord(error="other")
         truncated = len(data) > limit
         data = data[:limit]
         if path.endswith(".gz"):
@@ -137,10 +137,10 @@ class LiveRunner:
             try:
                 data = gzip.decompress(data)[:limit]
             except (OSError, EOFError, zlib.error):
-                return FileRecord.model_construct(error="not_text")
+                return FileRecord(error="not_text")
         if b"\x00" in data[:4096]:
-            return FileRecord.model_construct(error="not_text")
-        return FileRecord.model_construct(content=data.decode("utf-8", "replace"), truncated=truncated)
+            return FileRecord(error="not_text")
+        return FileRecord(content=data.decode("utf-8", "replace"), truncated=truncated)
 
     def read_bytes(self, path: str, limit: int = MAX_FILE) -> bytes | None:
         try:

@@ -63,83 +63,25 @@ __all__ = [
 ]
 
 
-_CACHE_FORMAT = "1"
-
-
-def _cache_path(digest: str) -> str | None:
-    """Where the parsed form of knowledge files with this digest is kept (the user's cache dir)."""
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not os.path.isabs(base):
-        return None
-    return os.path.join(base, "gpuops", f"knowledge-{digest}.json")
-
-
-def _cache_load(path: str | None) -> dict[str, dict[str, Any]] | None:
-    if path is None:
-        return None
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(data, dict) and list(data) == list(FILES)):
-        return None
-    return data
-
-
-def _cache_store(path: str | None, data: dict[str, dict[str, Any]]) -> None:
-    """Keep ``data`` as JSON when it survives the round trip unchanged; any failure only means
-    that the next run parses the YAML again."""
-    if path is None:
-        return
-    import json
-    import os
-    import tempfile
-
-    try:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        if json.loads(text) != data:
-            return  # a type JSON does not keep (a date, a tuple): no cache
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".knowledge-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except (OSError, TypeError, ValueError):
-        return
-
-
 def read_data() -> dict[str, dict[str, Any]]:
     """The knowledge files as parsed YAML, read from the installed package.
 
     Parsing the YAML (and importing PyYAML) costs more than the rest of a ``gpuops doctor`` run, so
-    the parsed form is kept as JSON in the user's cache directory under the SHA-256 of the files'
-    bytes: edited or upgraded files get a new digest and are parsed afresh.
+    the parsed form is kept in the user's cache (``gpuops.cache``) under the digest of the files'
+    bytes: edited or upgraded files are parsed afresh.
     """
-    import hashlib
+    from gpuops.cache import cached_json
 
     pkg = resources.files("gpuops.knowledge")
     raw = {name: (pkg / f"{name}.yaml").read_bytes() for name in FILES}
-    h = hashlib.sha256(_CACHE_FORMAT.encode())
-    for name, blob in raw.items():
-        h.update(f"\0{name}\0{len(blob)}\0".encode())
-        h.update(blob)
-    cache = _cache_path(h.hexdigest())
-    out = _cache_load(cache)
-    if out is None:
+
+    def parse() -> dict[str, dict[str, Any]]:
         import yaml
 
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        out = {name: yaml.load(blob.decode("utf-8"), Loader=loader) for name, blob in raw.items()}
-        _cache_store(cache, out)
+        return {name: yaml.load(blob.decode("utf-8"), Loader=loader) for name, blob in raw.items()}
+
+    out = cached_json("knowledge", raw, parse, valid=lambda d: isinstance(d, dict) and list(d) == list(FILES))
     versions = {d.get("kb_version") for d in out.values()}
     if len(versions) != 1:
         raise RuntimeError(f"knowledge files disagree on kb_version: {sorted(map(str, versions))}")

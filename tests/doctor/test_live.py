@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -60,7 +61,7 @@ def test_live_capture_replays_to_the_same_findings(tmp_path):
     live = diagnose(cap, env_dir=REPO / "environments")
     path = save_capture(cap, tmp_path / "here.yaml")
     replay = diagnose(load_capture(path), env_dir=REPO / "environments")
-    assert [f.model_dump() for f in replay.findings] == [f.model_dump() for f in live.findings]
+    assert [dataclasses.asdict(f) for f in replay.findings] == [dataclasses.asdict(f) for f in live.findings]
     assert replay.summary == live.summary
     # this machine: no GPU, CUDA 13.0 toolkit, torch CPU -> no error, no_nvidia_gpu as info
     assert live.exit_code == 0

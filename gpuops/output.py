@@ -1,30 +1,134 @@
 """The one output object: everything the CLI shows goes through here.
 
-Modes: normal (rich, colour when the terminal supports it), ``--json`` (one JSON document on
-stdout, nothing else there), ``--quiet`` (errors only). Progress bars and status lines go to
-stderr so that stdout stays clean for scripts. Tests build an ``Output`` over a ``StringIO``
-and assert on exact text.
+Modes: normal (colour when the terminal supports it), ``--json`` (one JSON document on stdout,
+nothing else there), ``--quiet`` (errors only). Progress bars and status lines go to stderr so
+that stdout stays clean for scripts. Tests build an ``Output`` over a ``StringIO`` and assert on
+exact text.
+
+Two kinds of human output:
+
+- ``Lines``: lines of styled text (the doctor report, messages, errors), written with plain ANSI
+  codes. Importing rich costs more than a whole ``gpuops doctor`` run, and doctor must work when
+  the Python environment is half broken, so this path imports nothing beyond the standard library.
+  On a terminal, long lines wrap at word boundaries with a hanging indent; in a pipe they do not.
+- rich renderables (tables, progress bars): rich is imported on first use.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.text import Text
-
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
     from rich.table import Table
+
+# A span is (text, style); a style is space-separated words from _SGR ("bold red"), or "".
+Span = tuple[str, str]
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
+
+
+class Lines(list[list[Span]]):
+    """Human output as lines of styled spans: ``Lines().add("title", "bold").add("  plain")``."""
+
+    def add(self, *parts: str | Span) -> Lines:
+        """Append one line made of ``parts``: strings (unstyled) or (text, style) pairs."""
+        self.append([(p, "") if isinstance(p, str) else p for p in parts])
+        return self
+
+    def text(self) -> str:
+        return "".join("".join(t for t, _ in line) + "\n" for line in self)
+
+
+def _sgr(text: str, style: str) -> str:
+    codes = ";".join(_SGR[w] for w in style.split() if w in _SGR)
+    return f"\x1b[{codes}m{text}\x1b[0m" if codes and text else text
+
+
+def wrap_spans(spans: Sequence[Span], width: int) -> list[list[Span]]:
+    """Break a styled line at spaces so that each piece fits ``width`` columns (continuation lines
+    indented, see below). A word longer than a line stays whole, and so does a word that runs from
+    one span (style) into the next."""
+    plain = "".join(t for t, _ in spans)
+    if len(plain) <= width:
+        return [list(spans)]
+    # Tokens: runs of spaces, and words, each word a list of its styled pieces.
+    tokens: list[tuple[bool, list[Span]]] = []  # (is_space, pieces)
+    for text, style in spans:
+        for tok in re.findall(r"\s+|\S+", text):
+            space = tok.isspace()
+            if tokens and not space and not tokens[-1][0]:
+                tokens[-1][1].append((tok, style))  # the same word, in another style
+            else:
+                tokens.append((space, [(tok, style)]))
+    # Continuation lines: under the text of a bullet ("• ", "↳ "), level with an indented
+    # paragraph, four columns in for a line that starts at the margin (a finding's title).
+    body = plain.lstrip(" ")
+    lead = len(plain) - len(body)
+    extra = 2 if body[:2] in ("• ", "↳ ") else (4 if lead == 0 else 0)
+    indent = " " * min(lead + extra, width // 2)
+    out: list[list[Span]] = [[]]
+    col, has_word = 0, False
+    pending: list[Span] = []  # a space run, written only if a word follows on the same line
+    for space, pieces in tokens:
+        size = sum(len(t) for t, _ in pieces)
+        if space:
+            if has_word:
+                pending = pending + pieces
+            elif len(out) == 1:  # the first line's own indent
+                out[-1].extend(pieces)
+                col += size
+            continue
+        gap = sum(len(t) for t, _ in pending)
+        if has_word and col + gap + size > width:
+            out.append([(indent, "")])
+            col, pending = len(indent), []
+        out[-1].extend(pending + pieces)
+        col += gap + size
+        pending = []
+        has_word = True
+    return out
+
+
+def _terminal_width(stream: IO[str]) -> int:
+    """The terminal's width when ``stream`` is a terminal, else 0 (no wrapping)."""
+    try:
+        return shutil.get_terminal_size().columns if stream.isatty() else 0
+    except (AttributeError, ValueError):
+        return 0
+
+
+def _wants_color(stream: IO[str], color: bool | None) -> bool:
+    """Colour on ``stream``: forced on or off by ``color``; else the rules rich also follows."""
+    if color is not None:
+        return color
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    if os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed
+        return False
 
 
 def _default(o: Any) -> Any:
     if hasattr(o, "model_dump"):
         return o.model_dump(mode="json")
+    if hasattr(o, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(o)
     if hasattr(o, "__fspath__"):
         return str(o)
     if isinstance(o, set | frozenset):
@@ -49,45 +153,82 @@ class Output:
     ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        out = stdout if stdout is not None else sys.stdout
-        err = stderr if stderr is not None else sys.stderr
-        no_color = color is False
-        force = True if color is True else None
-        self.console = Console(file=out, no_color=no_color, force_terminal=force, width=width,
-                               highlight=False, soft_wrap=False)
-        self.err_console = Console(file=err, no_color=no_color, force_terminal=force, width=width,
-                                   highlight=False, soft_wrap=False)
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self._color = color
+        self._width = width
+        self._consoles: dict[str, Console] = {}
 
-    # -- plain messages -------------------------------------------------------------------
+    # -- rich, on first use ---------------------------------------------------------------
+    def _console(self, which: str) -> Console:
+        if which not in self._consoles:
+            from rich.console import Console
+
+            self._consoles[which] = Console(
+                file=self.stdout if which == "out" else self.stderr,
+                no_color=self._color is False,
+                force_terminal=True if self._color is True else None,
+                width=self._width,
+                highlight=False,
+                soft_wrap=False,
+            )
+        return self._consoles[which]
+
+    @property
+    def console(self) -> Console:
+        """A rich console on stdout."""
+        return self._console("out")
+
+    @property
+    def err_console(self) -> Console:
+        """A rich console on stderr."""
+        return self._console("err")
+
+    # -- styled lines (no rich) -------------------------------------------------------------
+    def write_lines(self, lines: Iterable[Sequence[Span]], *, err: bool = False, wrap: bool = True) -> None:
+        """Write styled lines: coloured when the stream is a colour terminal; on a terminal, wrapped."""
+        stream = self.stderr if err else self.stdout
+        color = _wants_color(stream, self._color)
+        width = (self._width or _terminal_width(stream)) if wrap else 0
+        chunks = []
+        for line in lines:
+            for piece in wrap_spans(line, width) if width > 20 else [line]:
+                chunks.append("".join(_sgr(t, st) if color else t for t, st in piece).rstrip(" ") + "\n")
+        stream.write("".join(chunks))
+        stream.flush()
+
     def print(self, *renderables: RenderableType | str) -> None:
         """Human output on stdout (suppressed in --json and --quiet)."""
         if self.json_mode or self.quiet:
             return
+        if len(renderables) == 1 and isinstance(renderables[0], Lines):
+            self.write_lines(renderables[0])
+            return
         self.console.print(*renderables)
 
-    # Messages are plain text: never interpreted as rich markup or emoji codes, so that
-    # "[source: x]" or "gpuops:x:" print as written. Errors are never wrapped (one line).
+    # Messages are plain text (never rich markup or emoji codes: "[source: x]" prints as written).
+    # Errors are never wrapped: one line.
     def info(self, message: str) -> None:
         """A status line on stderr (suppressed in --quiet)."""
         if self.quiet:
             return
-        self.err_console.print(Text(message))
+        self.write_lines([[(message, "")]], err=True)
 
     def warn(self, message: str) -> None:
         if self.quiet:
             return
-        self.err_console.print(Text.assemble(("warning:", "yellow"), " ", message))
+        self.write_lines([[("warning:", "yellow"), (" " + message, "")]], err=True)
 
     def error(self, message: str) -> None:
         """Errors always show, on stderr, in every mode."""
-        self.err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+        self.write_lines([[("error:", "bold red"), (" " + message, "")]], err=True, wrap=False)
 
     def json(self, obj: Any) -> None:
         """The one JSON document of a --json run."""
-        self.console.file.write(to_json(obj) + "\n")
-        self.console.file.flush()
+        self.stdout.write(to_json(obj) + "\n")
+        self.stdout.flush()
 
-    def result(self, obj: Any, render: RenderableType | str | None = None) -> None:
+    def result(self, obj: Any, render: RenderableType | Lines | str | None = None) -> None:
         """Emit a command's result: JSON in --json mode, else ``render`` (if any)."""
         if self.json_mode:
             self.json(obj)

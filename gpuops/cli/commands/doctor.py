@@ -1,119 +1,103 @@
-"""``gpuops doctor``: parse options, call the doctor library, render the report."""
+"""``gpuops doctor``: parse options, call the doctor library, render the report.
+
+Its options are parsed with argparse, not typer: ``gpuops doctor`` must start in a fraction of a
+second and keep working when typer, pydantic or rich are broken, so this module imports none of
+them (``gpuops.cli.entry`` sends ``gpuops doctor ...`` here directly). ``register`` lists doctor in
+the typer app as well, forwarding its arguments, so ``gpuops --help`` shows it with the others.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from gpuops.cli.application import JSON_HELP, NO_COLOR_HELP, QUIET_HELP, Application
+from gpuops.output import Lines
 
-from gpuops.cli.app import Application, JsonOpt, NoColorOpt, QuietOpt
+SUMMARY = "What is broken in the NVIDIA driver/CUDA/cuDNN/framework stack, why, what changed, how to fix it."
 
-HELP = """What is broken in the NVIDIA driver/CUDA/cuDNN/framework stack, why, what changed, how to fix it.
+DESCRIPTION = SUMMARY + """
 
-\b
 Gathers the driver, GPUs, kernel module, DKMS, Secure Boot, nouveau, CUDA toolkits, cuDNN,
 framework builds (from package metadata; no framework is imported), Docker and the apt history,
 then runs an ordered list of checks. Each finding has a code, a severity, the evidence, an
-explanation and a repair plan. Exit code: 0 no error, 1 an error finding, 2 bad input.
+explanation and a repair plan. Exit code: 0 no error, 1 an error finding, 2 bad input."""
 
-\b
-Examples:
+EXAMPLES = """Examples:
   gpuops doctor                       diagnose this machine
   gpuops doctor --capture host.yaml   also save everything gathered (attach it to a bug report)
   gpuops doctor --replay host.yaml    diagnose a saved capture, on any machine
   gpuops doctor --log err.txt         add an error text you got (a traceback, a docker error)
   gpuops doctor --fix                 print the repair plan (changes nothing)
   sudo gpuops doctor --fix --yes      apply it step by step, verifying each step
-"""
+  gpuops doctor --json                one JSON document, for scripts"""
 
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def _render(report: Any, fix: bool) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    parts: list[Any] = []
-    head = "gpuops doctor" + (
+def _render(report: Any, fix: bool) -> Lines:
+    out = Lines()
+    out.add(("gpuops doctor" + (
         f" (replay of {report.capture_kind} capture)" if report.capture_kind != "live" else ""
-    )
+    ), "bold"))
     if report.source:
-        head += f"\nsource: {report.source}"
-    parts.append(Text(head, style="bold"))
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="dim")
-    t.add_column()
+        out.add((f"source: {report.source}", "bold"))
+    width = max((len(k) for k in report.summary), default=0)
     for k, v in report.summary.items():
-        t.add_row(k, v)
-    parts.append(t)
+        out.add((f"{k:<{width}}", "dim"), f"  {v}")
     if not report.findings:
-        parts.append(Text("\nNo problems found.", style="green"))
+        out.add().add(("No problems found.", "green"))
     for f in report.findings:
-        sev = Text(f"\n{f.severity.upper():7}", style=_SEV_STYLE[f.severity])
-        sev.append(f" {f.code}: ", style="bold")
-        sev.append(f.title)
+        out.add()
+        line = [(f"{f.severity.upper():7}", _SEV_STYLE[f.severity]), (f" {f.code}: ", "bold"), (f.title, "")]
         if f.confidence == "likely":
-            sev.append("  (likely)", style="dim")
-        parts.append(sev)
+            line.append(("  (likely)", "dim"))
+        out.add(*line)
         for e in f.evidence:
-            parts.append(Text(f"    • {e}"))
+            out.add(f"    • {e}")
         for h in f.history:
-            parts.append(Text(f"    ↳ {h}", style="magenta"))
+            out.add((f"    ↳ {h}", "magenta"))
         if f.explanation:
-            parts.append(Text(f"    {f.explanation}", style="dim"))
+            out.add((f"    {f.explanation}", "dim"))
         if f.plan and not fix and f.severity != "info":
-            parts.append(
-                Text(
-                    "    fix: "
-                    + f.plan[0].command
-                    + ("  (+ more: gpuops doctor --fix)" if len(f.plan) > 1 else ""),
-                    style="green",
-                )
-            )
+            more = "  (+ more: gpuops doctor --fix)" if len(f.plan) > 1 else ""
+            out.add((f"    fix: {f.plan[0].command}{more}", "green"))
     if report.timeline:
-        parts.append(Text("\nDriver / CUDA / kernel package changes (apt, dpkg):", style="bold"))
-        for line in report.timeline[-10:]:
-            parts.append(Text(f"  {line}"))
+        out.add().add(("Driver / CUDA / kernel package changes (apt, dpkg):", "bold"))
+        for entry in report.timeline[-10:]:
+            out.add(f"  {entry}")
     if report.environments or report.environments_note:
-        parts.append(Text("\nPinned environments:", style="bold"))
+        out.add().add(("Pinned environments:", "bold"))
         # A reason that every environment shares (no Docker daemon, say) is said once.
         shared = set(report.environments[0].reasons) if len(report.environments) > 1 else set()
         for e in report.environments[1:]:
             shared &= set(e.reasons)
-        for reason in (r for r in report.environments[0].reasons if r in shared):
-            parts.append(Text(f"  all: {reason}", style="dim"))
+        first = report.environments[0].reasons if report.environments else []
+        for reason in (r for r in first if r in shared):
+            out.add((f"  all: {reason}", "dim"))
         for e in report.environments:
             mark = {True: "yes", False: "no", None: "?"}[e.runnable]
             style = {True: "green", False: "red", None: "yellow"}[e.runnable]
-            line = Text(f"  {mark:3} ", style=style)
-            line.append(
-                f"{e.name} ({e.framework} {e.framework_version}, {'CUDA ' + e.cuda if e.cuda else 'CPU'})"
-            )
+            build = f"CUDA {e.cuda}" if e.cuda else "CPU"
+            line = [(f"  {mark:3} ", style), (f"{e.name} ({e.framework} {e.framework_version}, {build})", "")]
             own = [r for r in e.reasons if r not in shared]
             if own:
-                line.append(": " + "; ".join(own), style="dim")
-            parts.append(line)
+                line.append((": " + "; ".join(own), "dim"))
+            out.add(*line)
         if report.environments_note:
-            parts.append(Text(f"  {report.environments_note}", style="dim"))
+            out.add((f"  {report.environments_note}", "dim"))
     if fix:
-        parts.append(_render_plan(report.plan()))
-    return Group(*parts)
+        out.extend(_render_plan(report.plan()))
+    return out
 
 
-def _render_plan(steps: list[Any]) -> Any:
-    from rich.console import Group
-    from rich.text import Text
-
+def _render_plan(steps: list[Any]) -> Lines:
+    out = Lines().add()
     if not steps:
-        return Text("\nRepair plan: nothing to do.", style="green")
-    out: list[Any] = [
-        Text(
-            "\nRepair plan (nothing has been changed; apply with: sudo gpuops doctor --fix --yes):",
-            style="bold",
-        )
-    ]
+        return out.add(("Repair plan: nothing to do.", "green"))
+    out.add(("Repair plan (nothing has been changed; apply with: sudo gpuops doctor --fix --yes):", "bold"))
     for i, s in enumerate(steps, 1):
         tags = [
             t
@@ -125,68 +109,69 @@ def _render_plan(steps: list[Any]) -> Any:
             )
             if on
         ]
-        line = Text(f"  {i:2}. ")
-        line.append(s.command, style="bold")
-        if tags:
-            line.append(f"  [{', '.join(tags)}]", style="yellow")
-        out.append(line)
-        out.append(Text(f"      why: {s.why}", style="dim"))
-    return Group(*out)
+        out.add(f"  {i:2}. ", (s.command, "bold"), (f"  [{', '.join(tags)}]", "yellow") if tags else "")
+        out.add((f"      why: {s.why}", "dim"))
+    return out
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2, like the other commands."""
+
+    def error(self, message: str) -> Any:
+        Application().out.error(f"{message} (gpuops doctor --help lists the options)")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="gpuops doctor",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    a = p.add_argument
+    a("--capture", metavar="FILE", type=Path, help="Also write everything gathered to FILE (YAML).")
+    a("--replay", metavar="FILE", type=Path, help="Diagnose a saved capture instead of this machine.")
+    a("--fix", action="store_true", help="Print the ordered repair plan; changes nothing.")
+    a("--yes", action="store_true", help="With --fix: apply the plan (as root), verifying each step.")
+    a("--prevent", action="store_true",
+      help="With --fix --yes: also apply the optional prevention steps (hold driver packages).")
+    a("--fix-log", metavar="FILE", type=Path, help="Where --fix --yes logs every command and its output.")
+    a("--deep", action="store_true",
+      help="Also import each framework in a child process and run a tiny GPU convolution.")
+    a("--log", metavar="FILE", type=Path, action="append", default=[],
+      help="An error text you got (traceback, docker error); repeatable.")
+    a("--python", metavar="PATH", help="Inspect the packages of this Python instead of gpuops' own.")
+    a("--env-dir", metavar="DIR", type=Path, default=Path("environments"),
+      help="Pinned environments to check (default: environments).")
+    a("--json", dest="json_", action="store_true", help=JSON_HELP)
+    a("--quiet", "-q", action="store_true", help=QUIET_HELP)
+    a("--no-color", action="store_true", help=NO_COLOR_HELP)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``gpuops doctor`` with ``argv`` (the arguments after ``doctor``); return the exit code."""
+    ns = build_parser().parse_args(sys.argv[2:] if argv is None else argv)
+    return doctor(**vars(ns))
 
 
 def doctor(
-    capture: Annotated[
-        Path | None,
-        typer.Option("--capture", metavar="FILE", help="Also write everything gathered to FILE (YAML)."),
-    ] = None,
-    replay: Annotated[
-        Path | None,
-        typer.Option("--replay", metavar="FILE", help="Diagnose a saved capture instead of this machine."),
-    ] = None,
-    fix: Annotated[
-        bool, typer.Option("--fix", help="Print the ordered repair plan; changes nothing.")
-    ] = False,
-    yes: Annotated[
-        bool, typer.Option("--yes", help="With --fix: apply the plan (as root), verifying each step.")
-    ] = False,
-    prevent: Annotated[
-        bool,
-        typer.Option(
-            "--prevent",
-            help="With --fix --yes: also apply the optional prevention steps (hold driver packages).",
-        ),
-    ] = False,
-    fix_log: Annotated[
-        Path | None,
-        typer.Option(
-            "--fix-log", metavar="FILE", help="Where --fix --yes logs every command and its output."
-        ),
-    ] = None,
-    deep: Annotated[
-        bool,
-        typer.Option(
-            "--deep", help="Also import each framework in a child process and run a tiny GPU convolution."
-        ),
-    ] = False,
-    log: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--log", metavar="FILE", help="An error text you got (traceback, docker error); repeatable."
-        ),
-    ] = None,
-    python: Annotated[
-        str | None,
-        typer.Option(
-            "--python", metavar="PATH", help="Inspect the packages of this Python instead of gpuops' own."
-        ),
-    ] = None,
-    env_dir: Annotated[Path, typer.Option("--env-dir", help="Pinned environments to check.")] = Path(
-        "environments"
-    ),
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    no_color: NoColorOpt = False,
-) -> None:
+    *,
+    capture: Path | None = None,
+    replay: Path | None = None,
+    fix: bool = False,
+    yes: bool = False,
+    prevent: bool = False,
+    fix_log: Path | None = None,
+    deep: bool = False,
+    log: list[Path] | None = None,
+    python: str | None = None,
+    env_dir: Path = Path("environments"),
+    json_: bool = False,
+    quiet: bool = False,
+    no_color: bool = False,
+) -> int:
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     with app.guard():
         from gpuops.doctor import diagnose, load_capture, save_capture
@@ -221,12 +206,12 @@ def doctor(
         if fix and yes:
             _apply(app, report, prevent=prevent, log_path=fix_log, python=python)
         else:
-            data = report.model_dump(mode="json")
+            data = report.to_dict()
             if fix:
-                data["plan"] = [s.model_dump(mode="json") for s in report.plan()]
+                data["plan"] = [s.to_dict() for s in report.plan()]
             app.out.result(data, render=None if app.out.json_mode or app.out.quiet else _render(report, fix))
             app.exit_code = report.exit_code
-    app.exit()
+    return app.exit_code
 
 
 def _apply(
@@ -237,7 +222,7 @@ def _apply(
 
     steps = report.plan()
     if not steps:
-        app.out.result({"applied": [], "ok": True}, render="Nothing to repair.")
+        app.out.result({"applied": [], "ok": True}, render=Lines().add("Nothing to repair."))
         app.exit_code = report.exit_code
         return
 
@@ -253,15 +238,30 @@ def _apply(
             {"n": r.index, "command": r.step.command, "status": r.status, "rc": r.rc} for r in res.results
         ],
     }
-    lines = [f"{r.index:2}. [{r.status}] {r.step.command}" for r in res.results]
+    lines = Lines()
+    for r in res.results:
+        lines.add(f"{r.index:2}. [{r.status}] {r.step.command}")
     if res.next_action:
-        lines.append(f"next: {res.next_action}")
-    lines.append(f"log: {res.log_path}")
-    app.out.result(data, render="\n".join(lines))
+        lines.add(f"next: {res.next_action}")
+    lines.add(f"log: {res.log_path}")
+    app.out.result(data, render=lines)
     if not res.ok and not any(r.status == "stopped_reboot" for r in res.results):
         app.out.error(res.next_action or "repair stopped")
     app.exit_code = 0 if res.ok else 1
 
 
-def register(app: typer.Typer) -> None:
-    app.command("doctor", help=HELP)(doctor)
+def register(app: Any) -> None:
+    """List doctor in the typer app; its arguments go to ``main`` unparsed (``--help`` included)."""
+    import typer
+
+    @app.command(
+        "doctor",
+        help=SUMMARY + "\n\nOptions: gpuops doctor --help",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+        add_help_option=False,
+    )
+    def _doctor(ctx):  # type: ignore[no-untyped-def]
+        raise typer.Exit(main(list(ctx.args)))
+
+    # typer reads the parameter's type from the annotations; set here, where typer is imported.
+    _doctor.__annotations__ = {"ctx": typer.Context, "return": None}

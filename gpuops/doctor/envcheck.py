@@ -52,6 +52,9 @@ def load_envs(env_dir: Path | None) -> tuple[list[EnvSummary], str | None]:
         from gpuops.cache import cached_json
 
         parts = {p.name: p.read_bytes() for p in sorted(d.glob("*.yaml"))}
+        # The schema the files were validated against is part of the key: a gpuops whose EnvSpec
+        # changed validates them afresh.
+        parts["\0schema"] = (Path(__file__).parents[1] / "envs" / "__init__.py").read_bytes()
         rows = cached_json(
             "environments",
             parts,

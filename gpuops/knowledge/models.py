@@ -1,22 +1,29 @@
-"""The answers of the knowledge base. Each carries the ``SourceRef`` it rests on."""
+"""The answers of the knowledge base. Each carries the ``SourceRef`` it rests on.
+
+Frozen stdlib dataclasses, not pydantic models: ``gpuops doctor`` queries the knowledge base on
+every GPU host and must start fast and work when pydantic is broken. Unknown keys in a data row
+fail at construction (a dataclass takes no extra keywords); the types of every row are checked with
+pydantic in ``tests/knowledge/test_answer_types.py``.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from gpuops.knowledge.versions import version_key
 
 Status = Literal["official", "secondary", "inferred"]
 
 
-class _Model(BaseModel):
-    # defer_build: a validator is built on first use, so loading the package costs no schema building
-    # for the answer types a run never produces.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class _Model:
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as plain data (for ``--json``)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
+@dataclass(frozen=True, kw_only=True)
 class SourceRef(_Model):
     """Where a fact comes from: the key in sources.yaml, its URL, and how firm it is.
 
@@ -27,10 +34,11 @@ class SourceRef(_Model):
     key: str
     url: str | None = None
     status: Status
-    also: list[str] = Field(default_factory=list)
+    also: list[str] = field(default_factory=list)
     note: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class DriverFloor(_Model):
     """Minimum Linux x86_64 driver for a CUDA toolkit.
 
@@ -47,6 +55,7 @@ class DriverFloor(_Model):
     source: SourceRef
 
 
+@dataclass(frozen=True, kw_only=True)
 class Verdict(_Model):
     """``ok`` True / False, or None when the knowledge base cannot tell; ``reason`` says why."""
 
@@ -55,15 +64,16 @@ class Verdict(_Model):
     source: SourceRef | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class Arch(_Model):
     """A GPU architecture. ``sms`` are compute capabilities ('5.0', '5.2', ...)."""
 
     name: str
     family: str
     sms: list[str]
-    arch_specific: list[str] = Field(default_factory=list)
-    former_sms: list[str] = Field(default_factory=list)
-    first_cuda: dict[str, str] = Field(default_factory=dict)
+    arch_specific: list[str] = field(default_factory=list)
+    former_sms: list[str] = field(default_factory=list)
+    first_cuda: dict[str, str] = field(default_factory=dict)
     last_cuda: str | None = None
     removed_in: str | None = None
     deprecated_in: str | None = None
@@ -73,6 +83,7 @@ class Arch(_Model):
     source: SourceRef
 
 
+@dataclass(frozen=True, kw_only=True)
 class GpuMatch(_Model):
     """A GPU name resolved against gpus.yaml (``name`` is the table's row, ``query`` what was asked)."""
 
@@ -83,6 +94,7 @@ class GpuMatch(_Model):
     source: SourceRef | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class ArchList(_Model):
     """The compute capabilities a framework build carries SASS for (``sms``) and PTX for (``ptx``)."""
 
@@ -97,6 +109,7 @@ class ArchList(_Model):
     status: Status
 
 
+@dataclass(frozen=True, kw_only=True)
 class TorchBuild(_Model):
     """One PyTorch CUDA build of a release series (from RELEASE.md's compatibility matrix)."""
 
@@ -111,6 +124,7 @@ class TorchBuild(_Model):
     source: SourceRef
 
 
+@dataclass(frozen=True, kw_only=True)
 class TorchVariantFit(_Model):
     """Whether a torch wheel variant carries kernels for a GPU: ``runs`` True/False, None if unknown."""
 
@@ -119,12 +133,13 @@ class TorchVariantFit(_Model):
     cuda: str
     runs: bool | None
     via: str | None = None
-    sms: list[str] = Field(default_factory=list)
-    ptx: list[str] = Field(default_factory=list)
+    sms: list[str] = field(default_factory=list)
+    ptx: list[str] = field(default_factory=list)
     planned: bool = False
     source: SourceRef | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class TFBuild(_Model):
     """A TensorFlow tested GPU build configuration."""
 
@@ -139,6 +154,7 @@ class TFBuild(_Model):
     source: SourceRef
 
 
+@dataclass(frozen=True, kw_only=True)
 class CudaRange(_Model):
     """The CUDA versions a CuPy wheel package is for. ``cuda_max`` may be 'N.x' (any N minor)."""
 
@@ -158,6 +174,7 @@ class CudaRange(_Model):
         return key[:2] <= version_key(self.cuda_max)[:2]
 
 
+@dataclass(frozen=True, kw_only=True)
 class CupyPairing(_Model):
     cuda_min: str
     cuda_max: str
@@ -168,6 +185,7 @@ class CupyPairing(_Model):
     note: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class ChainerInfo(_Model):
     version: str
     cupy_specifier: str
@@ -179,6 +197,7 @@ class ChainerInfo(_Model):
     source: SourceRef
 
 
+@dataclass(frozen=True, kw_only=True)
 class CudnnCC(_Model):
     """The newest cuDNN support matrix read that lists a GPU (by the cubin rule), and the first later one
     that does not."""
@@ -189,6 +208,7 @@ class CudnnCC(_Model):
     source: SourceRef | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class ErrorSignature(_Model):
     """A known error message of the stack, what it means and the fix."""
 
@@ -198,7 +218,7 @@ class ErrorSignature(_Model):
     meaning: str
     fix: str
     api_code: str | None = None
-    variants: dict[str, str] = Field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)
     source: SourceRef
 
     def matches(self, log: str) -> bool:

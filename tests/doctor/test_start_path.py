@@ -146,3 +146,20 @@ def test_environment_cache_follows_the_files_and_never_keeps_an_invalid_spec(tmp
         got, note = load_envs(envs)
         assert got == [] and note is not None and "framework" in note and "two.yaml" in note
     assert len(list((tmp_path / "cache" / "gpuops").glob("environments-*.json"))) == 2
+
+
+def test_the_knowledge_base_answers_without_pydantic_or_pyyaml(tmp_path):
+    """On a GPU host doctor queries the knowledge base; that too must work with both broken."""
+    code = (
+        "import sys; from gpuops.knowledge import load_kb; kb = load_kb(); "
+        "print(kb.driver_supports_cuda('470.182.03', '12.1').ok, kb.gpu_cc('NVIDIA H100 80GB HBM3'), "
+        "sorted(m for m in ('pydantic', 'yaml') if m in sys.modules))"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.split() == ["False", "9.0", "['yaml']"]  # the first run parses the YAML
+    env["PYTHONPATH"] = str(_shadow(tmp_path, ("pydantic", "yaml")))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "9.0", "[]"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from gpuops.errors import UsageError
+from gpuops.errors import GpuopsError, UsageError
 
 FORMAT = "gpuops-capture"
 FORMAT_VERSION = 1
@@ -228,8 +228,21 @@ def capture_dict(capture: Capture) -> dict[str, Any]:
     return dataclasses.asdict(capture)
 
 
+def _import(module: str, what: str, where: str) -> Any:
+    """``module``, or one clear error: live doctor runs without it, reading or writing a file does not."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception as e:
+        raise GpuopsError(
+            f"{where}: cannot {what}: {module} is not importable ({type(e).__name__}: {e})",
+            hint="run `gpuops doctor` without --capture/--replay, or repair it (pip install -e .)",
+        ) from None
+
+
 def dump_capture(capture: Capture) -> str:
-    import yaml
+    yaml = _import("yaml", "write the capture", "capture")
 
     class _Dumper(yaml.SafeDumper):
         pass
@@ -268,8 +281,8 @@ def parse_capture(data: Any, where: str = "capture") -> Capture:
             f"{where}: unknown capture format_version {ver!r}; this gpuops reads version {FORMAT_VERSION}",
             hint="upgrade gpuops, or re-capture with this version",
         )
-    from pydantic import TypeAdapter, ValidationError
-
+    pydantic = _import("pydantic", "validate the capture", where)
+    TypeAdapter, ValidationError = pydantic.TypeAdapter, pydantic.ValidationError
     try:
         return TypeAdapter(Capture).validate_python(data)
     except ValidationError as e:
@@ -279,9 +292,8 @@ def parse_capture(data: Any, where: str = "capture") -> Capture:
 
 
 def load_capture(path: str | Path) -> Capture:
-    import yaml
-
     p = Path(path)
+    yaml = _import("yaml", "read the capture", str(p))
     if not p.is_file():
         raise UsageError(f"{p}: no such capture file")
     try:

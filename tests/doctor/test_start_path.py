@@ -92,7 +92,11 @@ def test_doctor_runs_when_typer_pydantic_rich_yaml_and_torch_are_broken(tmp_path
     assert out.stdout.startswith("gpuops doctor\n") and "\nCUDA toolkit " in out.stdout
     # the environments cannot be validated without PyYAML and pydantic: said, not fatal
     assert "environments not available (ImportError)" in out.stdout
-    # the other commands do need typer: a clear failure there is expected, doctor's is not
+    # --replay reads the file with PyYAML and pydantic: without them, one clear line and exit code 1
+    devbox = REPO / "tests/doctor/fixtures/devbox.capture.yaml"
+    replay = _doctor(["--replay", str(devbox)], tmp_path / "cache", extra_path=broken)
+    assert replay.returncode == 1 and "Traceback" not in replay.stderr
+    assert "cannot read the capture: yaml is not importable" in replay.stderr
     helped = subprocess.run(
         [sys.executable, "-m", "gpuops", "doctor", "--help"],
         capture_output=True, text=True, cwd=REPO, timeout=120,

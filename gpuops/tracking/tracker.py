@@ -192,6 +192,14 @@ class Tracker:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
         run_id = self._id()
+        if status != "FINISHED":
+            # A Ctrl-C that landed inside a write to a sqlite store leaves that connection, with its
+            # open transaction, alive in a reference cycle until the garbage collector runs; every
+            # other connection then waits out sqlite's busy time-out (20 s) and fails, and the run
+            # ends without its error text. Collecting now closes it (tests/run/test_tracker_interrupt.py).
+            import gc
+
+            gc.collect()
         if error:
             try:
                 self.client.set_tag(run_id, "gpuops.error", error[-5000:])

@@ -24,10 +24,12 @@ T = TypeVar("T")
 CACHE_FORMAT = "2"
 
 
-def cache_dir() -> str | None:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def cache_dir() -> str:
+    """gpuops' folder in the user's cache: ``$XDG_CACHE_HOME/gpuops``, else ``~/.cache/gpuops`` (a
+    relative ``XDG_CACHE_HOME`` is ignored, as the XDG base-directory rules say)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
-        return None
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "gpuops")
 
 
@@ -39,9 +41,8 @@ def digest(kind: str, parts: Mapping[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def cache_path(kind: str, parts: Mapping[str, bytes]) -> str | None:
-    d = cache_dir()
-    return None if d is None else os.path.join(d, f"{kind}-{digest(kind, parts)}.json")
+def cache_path(kind: str, parts: Mapping[str, bytes]) -> str:
+    return os.path.join(cache_dir(), f"{kind}-{digest(kind, parts)}.json")
 
 
 def _load(path: str) -> Any:
@@ -82,11 +83,9 @@ def cached_json(
     propagates and nothing is cached. ``valid`` vets a cached document (a damaged or foreign file
     is recomputed)."""
     path = cache_path(kind, parts)
-    if path is not None:
-        data = _load(path)
-        if data is not None and valid(data):
-            return data  # type: ignore[no-any-return]
+    data = _load(path)
+    if data is not None and valid(data):
+        return data  # type: ignore[no-any-return]
     out = compute()
-    if path is not None:
-        _store(path, out)
+    _store(path, out)
     return out

@@ -43,9 +43,6 @@ class Lines(list[list[Span]]):
         self.append([(p, "") if isinstance(p, str) else p for p in parts])
         return self
 
-    def text(self) -> str:
-        return "".join("".join(t for t, _ in line) + "\n" for line in self)
-
 
 def _sgr(text: str, style: str) -> str:
     codes = ";".join(_SGR[w] for w in style.split() if w in _SGR)

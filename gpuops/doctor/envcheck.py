@@ -7,7 +7,7 @@ GPU's architecture, is a container runtime with GPU support present. Answers are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,13 @@ class EnvSummary:
     cuda: str | None
 
 
-_KEYS = {"name", "framework", "framework_version", "cuda"}
+_KEYS = tuple(f.name for f in fields(EnvSummary))
 
 
 def _validated_rows(env_dir: Path) -> list[dict[str, Any]]:
     from gpuops.envs import load_environments
 
-    return [
-        {"name": e.name, "framework": e.framework, "framework_version": e.framework_version, "cuda": e.cuda}
-        for e in load_environments(env_dir)
-    ]
+    return [{k: getattr(e, k) for k in _KEYS} for e in load_environments(env_dir)]
 
 
 def load_envs(env_dir: Path | None) -> tuple[list[EnvSummary], str | None]:
@@ -60,7 +57,7 @@ def load_envs(env_dir: Path | None) -> tuple[list[EnvSummary], str | None]:
             parts,
             lambda: _validated_rows(d),
             valid=lambda rows: isinstance(rows, list)
-            and all(isinstance(r, dict) and set(r) == _KEYS for r in rows),
+            and all(isinstance(r, dict) and set(r) == set(_KEYS) for r in rows),
         )
         return [EnvSummary(**r) for r in rows], None
     except ImportError as e:  # the envs package is missing or broken: report, do not fail doctor

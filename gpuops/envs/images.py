@@ -17,10 +17,10 @@ LABEL = "org.gpuops"
 
 
 def cache_dir() -> Path:
-    if os.environ.get("GPUOPS_CACHE_DIR"):
-        return Path(os.environ["GPUOPS_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "gpuops"
+    """Where self-check results go: ``$GPUOPS_CACHE_DIR``, else gpuops' folder in the user's cache."""
+    from gpuops.cache import cache_dir as user_cache_dir
+
+    return Path(os.environ.get("GPUOPS_CACHE_DIR") or user_cache_dir())
 
 
 def _sidecar(tag: str) -> Path:

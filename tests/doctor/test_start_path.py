@@ -8,6 +8,7 @@ These tests run the real console entry in fresh processes on this machine.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -40,7 +41,7 @@ def _doctor(args: list[str], cache: Path, *, extra_path: Path | None = None) -> 
 
 def _loaded(stderr: str) -> list[str]:
     line = next(x for x in stderr.splitlines() if x.startswith("LOADED "))
-    return eval(line.removeprefix("LOADED "))  # a list literal printed by the child
+    return ast.literal_eval(line.removeprefix("LOADED "))  # a list printed by the child
 
 
 def test_a_warm_run_imports_no_cli_framework_no_yaml_and_no_pydantic(tmp_path):

@@ -1,6 +1,7 @@
-"""Entry point. Commands live one group per module in ``gpuops.cli.commands``; each module
-exposes ``register(app: typer.Typer) -> None`` and keeps heavy imports inside its functions,
-so that ``gpuops --help`` and ``gpuops doctor`` stay fast and work when torch is broken.
+"""The typer app (the console script is ``gpuops.cli.entry``). Commands live one group per module
+in ``gpuops.cli.commands``; each module exposes ``register(app: typer.Typer) -> None`` and keeps
+heavy imports inside its functions, so that ``gpuops --help`` stays fast and works when torch is
+broken.
 """
 
 from __future__ import annotations
@@ -59,11 +60,3 @@ def _register_all() -> None:
 
 
 _register_all()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

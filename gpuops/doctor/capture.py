@@ -42,8 +42,15 @@ class CommandRecord(_Strict):
     rc: int | None = None  # None: did not run, or (in a report) not shown
     stdout: str = ""
     stderr: str = ""
-    error: Literal["not_found", "timeout", "permission", "failed_to_start"] | None = None
+    # not_found | timeout | permission | failed_to_start | crashed (killed by a signal) |
+    # too_much_output (cut off at the runner's limit and killed)
+    error: (
+        Literal["not_found", "timeout", "permission", "failed_to_start", "crashed", "too_much_output"] | None
+    ) = None
     seconds: float | None = None
+    # A report capture may show only part of a command's output: an excerpt says nothing about
+    # the lines it does not show (a missing line is unknown, not absent).
+    excerpt: bool = False
 
     @property
     def ran(self) -> bool:
@@ -83,6 +90,9 @@ class NvmlGpu(_Strict):
     cc: str | None = None  # "9.0"
     memory_mib: int | None = None
     pci_bus_id: str | None = None
+    mig_mode: Literal["enabled", "disabled"] | None = None  # current MIG mode; None: unsupported/unknown
+    mig_instances: int | None = None  # GPU instances configured while MIG is on
+    persistence_mode: Literal["enabled", "disabled"] | None = None
 
 
 @dataclass(kw_only=True)
@@ -157,6 +167,15 @@ class Stated(_Strict):
     modules_loaded: list[str] = field(default_factory=list)
     in_container: bool | None = None
     docker_installed_as: str | None = None  # "snap", "deb", ...
+    # What a report says happened, in words.
+    rebooted_since_upgrade: bool | None = None  # rebooted after the last driver/kernel upgrade
+    suspend_resume: bool | None = None  # the failure began after a suspend/resume
+    driver_install_method: str | None = None  # package | runfile | conda | cuda-repo | other
+    container_required_cuda: str | None = None  # the CUDA an image requires (NVIDIA_REQUIRE_CUDA)
+    wsl: bool | None = None  # runs under WSL2
+    mig_enabled: bool | None = None
+    persistence_mode: bool | None = None
+    module_flavour: str | None = None  # "open" | "proprietary" kernel module
     packages: list[StatedPackage] = field(default_factory=list)
     os_packages: dict[str, str | None] = field(default_factory=dict)
 

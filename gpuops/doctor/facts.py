@@ -21,6 +21,10 @@ class Gpu:
     cc: str | None
     memory_mib: int | None = None
     source: str = "nvml"
+    mig_mode: str | None = None  # "enabled" | "disabled" | None (unknown / not supported)
+    mig_instances: int | None = None
+    persistence_mode: str | None = None  # "enabled" | "disabled" | None
+    pci_bus_id: str | None = None
 
 
 @dataclass
@@ -44,6 +48,16 @@ class Toolkit:
 @dataclass
 class Facts:
     os_name: str | None = None
+    os_id: str | None = None  # /etc/os-release ID: ubuntu, debian, fedora, rhel, opensuse-leap, arch ...
+    os_id_like: list[str] = field(default_factory=list)  # ID_LIKE
+    os_version_id: str | None = None  # VERSION_ID: "22.04", "9.3"
+    python_executable: str | None = None  # the inspected interpreter (--python); pip runs through it
+    wsl: bool | None = None
+    rebooted_since_upgrade: bool | None = None  # True: the last driver upgrade was followed by a boot
+    suspend_resume: bool | None = None
+    driver_install_method: str | None = None  # package | runfile | conda | cuda-repo | other
+    mok_keys: list[str] = field(default_factory=list)  # DKMS / shim MOK public keys found on disk
+    unreadable: dict[str, str] = field(default_factory=dict)  # fact -> the raw text that failed its grammar
     kernel: str | None = None
     cpu_model: str | None = None
     python_version: str | None = None

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
 
-# The shared vocabulary (doctor-cases/README.md) plus doctor's own codes.
+# The shared vocabulary (doctor-cases/README.md) plus doctor's own codes: code -> one-line meaning.
+# The first 13 are the shared ones and keep their names and meanings.
 CODES: dict[str, str] = {
     "kernel_module_not_built_after_upgrade": "no NVIDIA kernel module for the running kernel",
     "driver_library_mismatch_needs_reboot": "loaded kernel module and user-space driver differ",
@@ -22,16 +23,42 @@ CODES: dict[str, str] = {
     "gpu_arch_unsupported_by_build": "no kernels (nor usable PTX) for this GPU in the build",
     "nouveau_conflict": "nouveau holds the GPU",
     "secure_boot_blocks_module": "Secure Boot refuses the unsigned NVIDIA module",
-    "container_toolkit_missing": "docker run --gpus cannot work",
+    "container_toolkit_missing": "docker run --gpus cannot work (toolkit or runtime absent, unregistered)",
     "ld_library_path": "the loader search path picks wrong CUDA/cuDNN libraries",
     "cupy_package_mismatch": "several CuPy packages, or a CuPy for another CUDA or Chainer",
     "no_nvidia_gpu": "no NVIDIA GPU on this machine",
     # doctor's own codes
     "driver_not_installed": "an NVIDIA GPU is present but no NVIDIA driver is installed",
-    "nvidia_smi_hung": "nvidia-smi did not answer in time",
-    "fabric_manager_not_running": "CUDA reports 'system not yet initialized' (NVSwitch Fabric Manager)",
     "driver_not_loaded": "the NVIDIA driver is installed but not loaded, cause not determined",
+    "nvidia_smi_hung": "nvidia-smi did not answer in time",
+    "probe_failed": "a diagnostic tool timed out, crashed or printed without end",
+    "fabric_manager_not_running": "CUDA reports 'system not yet initialized' (NVSwitch Fabric Manager)",
+    "fabric_manager_version_mismatch": "Fabric Manager is of another version than the driver",
+    "nvidia_uvm_not_loaded": "nvidia_uvm is not loaded or /dev/nvidia-uvm is missing: CUDA cannot start",
+    "device_nodes_missing": "/dev/nvidia* device nodes are missing",
+    "cuda_unavailable_after_resume": "CUDA fails after a suspend/resume (nvidia_uvm lost its state)",
+    "mig_enabled_no_instances": "MIG mode is on but no GPU/compute instance exists: CUDA sees no device",
+    "persistence_mode_off": "persistence mode is off on a multi-GPU server",
+    "gpu_hardware_fault": "the GPU reports a hardware fault (ECC, thermal, power, NVLink): not software",
+    "gpu_fallen_off_bus": "the GPU has fallen off the PCIe bus: hardware or power, not software",
+    "gsp_firmware_error": "the GPU System Processor firmware failed to start or timed out",
+    "kernel_module_flavour_mismatch": "open kernel module on a GPU older than Turing, or proprietary on one that needs open",  # noqa: E501
+    "other_driver_bound": "another kernel driver (vfio-pci, nova_core) holds the GPU",
+    "container_lost_gpu_after_daemon_reload": "containers lose the GPU after `systemctl daemon-reload`",
+    "cdi_spec_stale": "the CDI spec names driver files that are gone (driver upgraded since it was made)",
+    "docker_snap_gpu": "Docker installed as a snap cannot use the NVIDIA runtime",
+    "wsl_linux_driver_installed": "a Linux NVIDIA driver installed inside WSL2 shadows the Windows one",
+    "wsl_libcuda_shadowed": "WSL's libcuda is shadowed by another libcuda.so",
+    "gpu_in_tcc_mode": "the GPU is in TCC mode, which WSL2 cannot use",
+    "conda_cuda_shadowing": "a conda environment's cudatoolkit/cuDNN shadows the system's",
+    "gpu_application_fault": "the program faulted on the GPU (illegal address, launch failure)",
+    "cuda_out_of_memory": "the program ran out of GPU memory: the stack is fine",
+    "unexplained_gpu_error": "a GPU error text that no check explains",
+    "gpu_stack_unverified": "a GPU is expected but the driver stack could not be checked",
 }
+
+# Which part of the stack each code is about (the error-signature catalogue uses the same classes).
+Klass = Literal["hardware", "driver", "kernel module", "container", "library", "framework", "application"]
 
 
 @dataclass(kw_only=True)

@@ -68,7 +68,7 @@ def load_envs(env_dir: Path | None) -> tuple[list[EnvSummary], str | None]:
 
 def _ccs(facts: Facts, kb: Any | None) -> list[str]:
     """Each distinct compute capability of the GPUs (looked up by name where the probe gave none)."""
-    from gpuops.doctor.checks import Ctx, _gpu_cc
+    from gpuops.doctor.checks.base import Ctx, _gpu_cc
 
     return list(dict.fromkeys(cc for _, cc in _gpu_cc(Ctx(facts=facts, kb=kb))))
 

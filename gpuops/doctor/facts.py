@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpuops.doctor import parsers as P
 from gpuops.doctor.capture import Capture, LogRecord, PciDevice
@@ -118,6 +119,38 @@ class Facts:
     daemon_json: str | None = None
     fabricmanager: str | None = None
 
+    # -- facts_more.py: the failure modes beyond the first fixtures -------------------------
+    modules_seen: set[str] | None = None  # modules shown, also in an excerpt (presence only)
+    dev_nodes: list[str] | None = None  # /dev/nvidia* as listed; None: not looked
+    uvm_loaded: bool | None = None
+    other_driver: str | None = None  # vfio-pci / nova_core / pci-stub bound to an NVIDIA GPU
+    vfio_ids_in_cmdline: bool | None = None
+    grub_cmdline: str | None = None
+    module_flavour: str | None = None  # "open" | "proprietary"
+    dkms_build_errors: list[str] = field(default_factory=list)
+    mok_enrolled: bool | None = None
+    xids: list[tuple[str, int, str]] = field(default_factory=list)  # (PCI address, Xid, line)
+    gsp_errors: list[str] = field(default_factory=list)
+    tcc_mode: bool | None = None
+    mig_no_instances: bool | None = None
+    mig_stated: bool | None = None
+    persistence_stated: bool | None = None
+    persistenced: str | None = None
+    docker_cgroup_driver: str | None = None
+    cdi_driver_versions: set[str] = field(default_factory=set)
+    container_cli_driver: str | None = None
+    container_required_cuda: str | None = None
+    fabricmanager_version: str | None = None
+    libcuda_paths: list[str] = field(default_factory=list)
+    wsl_libcuda: list[str] = field(default_factory=list)
+    libcuda_not_symlink: bool | None = None
+    conda_cuda_packages: list[str] = field(default_factory=list)
+    conda_lib_on_ld_path: bool | None = None
+    cuda_wheels: dict[str, str | None] = field(default_factory=dict)  # pip nvidia-* CUDA/cuDNN wheels
+    evidence: list[Any] = field(default_factory=list)  # gpuops.doctor.evidence.Evidence
+    # command key -> (error, rc) for tools that timed out, crashed or printed without end
+    commands_failed: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+
     history: list[PackageChange] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     logs: list[LogRecord] = field(default_factory=list)
@@ -219,7 +252,7 @@ def _frameworks(cap: Capture, facts: Facts) -> list[Framework] | None:
                 dist=d.name,
                 version=d.version,
                 cuda=f"{m.group(1)}.x" if m else None,
-                cpu_only=None if plugin else True,
+                cpu_only=None if plugin or "+cuda" in (d.version or "") else True,
             )
         )
     if "chainer" in pk:
@@ -618,4 +651,13 @@ def facts_from_capture(cap: Capture) -> Facts:
         f.fabricmanager = fm.stdout.strip() or None
 
     f.history = timeline(cap)
+    from gpuops.doctor.facts_more import derive_all
+
+    derive_all(cap, f)
+    for key, rec in cap.commands.items():
+        if rec.error in ("timeout", "crashed", "too_much_output"):
+            f.commands_failed[key] = (rec.error, rec.rc)
+    from gpuops.doctor.evidence import collect
+
+    f.evidence = collect(cap, f)
     return f

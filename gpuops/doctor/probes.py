@@ -97,7 +97,9 @@ DPKG_PATTERNS = [
 
 KERNEL_LOG = re.compile(
     r"NVRM|nvidia|nouveau|module verification failed|Loading of unsigned module|"
-    r"Lockdown|key was rejected|Secure boot",
+    r"Lockdown|key was rejected|Secure boot|vfio-pci|nova_core|"
+    # suspend/resume markers: CUDA's "unknown error" after a resume is read against them
+    r"PM: suspend exit|PM: resume|ACPI: Waking up from system sleep",
     re.I,
 )
 
@@ -124,7 +126,11 @@ FILES = (
     "/etc/docker/daemon.json",
     "/usr/local/cuda/version.json",
     "/usr/local/cuda/version.txt",
+    "/proc/version",
 )
+
+# Machine Owner Keys that DKMS / shim sign modules with (Ubuntu's shim-signed, DKMS >= 3.0).
+MOK_KEYS = ("/var/lib/shim-signed/mok/MOK.der", "/var/lib/dkms/mok.pub")
 
 
 _APT_ITEM = re.compile(r"([^\s,(][^,(]*?) \(([^)]*)\)")
@@ -379,6 +385,14 @@ def _nvml_inner() -> NvmlRecord:
                     g.memory_mib = int(pynvml.nvmlDeviceGetMemoryInfo(h).total // (1024 * 1024))
                 with contextlib.suppress(Exception):
                     g.pci_bus_id = s(pynvml.nvmlDeviceGetPciInfo(h).busId)
+                with contextlib.suppress(Exception):
+                    pm = pynvml.nvmlDeviceGetPersistenceMode(h)
+                    g.persistence_mode = "enabled" if pm == pynvml.NVML_FEATURE_ENABLED else "disabled"
+                with contextlib.suppress(Exception):  # NVML_ERROR_NOT_SUPPORTED on GPUs without MIG
+                    current, _pending = pynvml.nvmlDeviceGetMigMode(h)
+                    g.mig_mode = "enabled" if current == pynvml.NVML_DEVICE_MIG_ENABLE else "disabled"
+                    if g.mig_mode == "enabled":
+                        g.mig_instances = _mig_devices(pynvml, h)
             except Exception as e:
                 rec.error = f"GPU {i}: {e}"
             rec.gpus.append(g)
@@ -386,6 +400,18 @@ def _nvml_inner() -> NvmlRecord:
         with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
     return rec
+
+
+def _mig_devices(pynvml: Any, handle: Any) -> int:
+    """How many MIG devices (compute instances) a MIG-enabled GPU has."""
+    n = 0
+    for i in range(int(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle))):
+        try:
+            pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
+            n += 1
+        except Exception:  # NVML_ERROR_NOT_FOUND: no device in that slot
+            continue
+    return n
 
 
 def _pci(runner: Runner) -> list[PciDevice] | None:
@@ -489,6 +515,8 @@ def _commands(env: dict[str, str]) -> dict[str, tuple[list[str], float, str | No
         "nvidia-ctk": (["nvidia-ctk", "--version"], 5.0, None),
         "kernel-log": (["dmesg"], 5.0, None),
         "systemctl-fabricmanager": (["systemctl", "is-active", "nvidia-fabricmanager"], 5.0, None),
+        "systemctl-persistenced": (["systemctl", "is-active", "nvidia-persistenced"], 5.0, None),
+        "nvidia-container-cli": (["nvidia-container-cli", "info"], 8.0, None),
     }
 
 
@@ -651,6 +679,26 @@ def collect(
                 ]
         cap.globs["/etc/cdi/*"] = runner.glob("/etc/cdi/*")
         cap.globs["/var/run/cdi/*"] = runner.glob("/var/run/cdi/*")
+        for spec in cap.globs["/etc/cdi/*"] + cap.globs["/var/run/cdi/*"]:
+            fr = runner.read(spec, limit=2_000_000)
+            if fr.content is not None:  # only the lines that name driver files by version
+                keep = [ln for ln in fr.content.splitlines() if re.search(r"\.so\.\d{3}\.", ln)][:50]
+                cap.files[spec] = FileRecord(content="\n".join(keep) + "\n", truncated=True)
+        cap.globs["/dev/nvidia*"] = runner.glob("/dev/nvidia*")
+        cap.globs["/usr/lib/wsl/lib/libcuda.so*"] = runner.glob("/usr/lib/wsl/lib/libcuda.so*")
+        for key in MOK_KEYS:
+            cap.globs[key] = runner.glob(key)
+        grub = runner.read("/etc/default/grub", limit=200_000)
+        if grub.content is not None:
+            lines = [ln for ln in grub.content.splitlines() if ln.startswith("GRUB_CMDLINE_LINUX")]
+            grub = FileRecord(content="\n".join(lines) + "\n", truncated=True)
+        cap.files["/etc/default/grub"] = grub
+        for tree in cap.globs["/var/lib/dkms/nvidia*/*"]:
+            log = f"{tree}/build/make.log"
+            fr = runner.read(log, limit=5_000_000)
+            if fr.content is not None:  # the last lines hold the compiler's error
+                cap.files[log] = FileRecord(content="\n".join(fr.content.splitlines()[-80:]) + "\n",
+                                            truncated=True)
         cap.globs["/etc/nvidia-container-runtime/config.toml"] = runner.glob(
             "/etc/nvidia-container-runtime/config.toml"
         )
@@ -694,6 +742,13 @@ def collect(
                 rec.stdout = f(rec.stdout)
             cap.commands[key] = rec
         cap.nvml = nvml_task.result() if nvml_task else None
+        keys = [k for key in MOK_KEYS for k in cap.globs.get(key, [])]
+        sb = cap.commands.get("mokutil-sb-state")
+        if keys and sb is not None and sb.error is None:
+            r = runner if not isinstance(runner, LiveRunner) else LiveRunner(
+                root=runner.root or None, path=f"{environ.get('PATH', os.defpath)}:{_SBIN}",
+                default_timeout=runner.default_timeout)
+            cap.commands["mokutil-test-key"] = r.run(["mokutil", "--test-key", keys[0]], 5.0)
     else:
         cap.nvml = _nvml()
 

@@ -63,6 +63,9 @@ _BENIGN = (
     # (Ubuntu bug 1832015, https://bugs.launchpad.net/ubuntu/+source/linux/+bug/1832015).
     re.compile(r"nvidia-gpu \S+: i2c timeout error", re.I),
     re.compile(r"Persistence mode is deprecated", re.I),
+    # PyTorch's environment report (torch.utils.collect_env) says "Could not collect" for every
+    # fact it could not read: a statement about the report, not a failure.
+    re.compile(r"^[\w .()/+-]{1,60}: Could not collect$", re.I),
 )
 
 

@@ -114,6 +114,7 @@ class Facts:
     docker_path: str | None = None
     docker_snap: bool | None = None
     nvidia_ctk: str | None = None
+    nvidia_ctk_missing: bool | None = None  # True: looked, not installed; None: not looked
     cdi_specs: list[str] = field(default_factory=list)
     ctk_config: bool | None = None
     daemon_json: str | None = None
@@ -639,6 +640,8 @@ def facts_from_capture(cap: Capture) -> Facts:
         f.docker_snap = st.docker_installed_as == "snap"
         f.stated_keys.add("docker_installed_as")
     ctk = cap.cmd("nvidia-ctk")
+    if ctk is not None:
+        f.nvidia_ctk_missing = ctk.error == "not_found"
     if ctk is not None and ctk.ran:
         m = re.search(r"version\s+(\S+)", ctk.text)
         f.nvidia_ctk = m.group(1) if m else "present"

@@ -45,6 +45,7 @@ CHECKS: list[Check] = [
     hardware.check_fallen_off_bus,
     hardware.check_hardware_xid,
     hardware.check_gsp_firmware,
+    kmod.check_dkms_build,
     kmod.check_driver_unreachable,
     kmod.check_pending_kernel,
     kmod.check_uvm_and_device_nodes,

@@ -43,7 +43,7 @@ def check_container_toolkit(ctx: Ctx) -> list[Finding]:
             if not kh and not f.docker_snap:
                 return []
             ev.append(f"CDI specs: {', '.join(f.cdi_specs)}")
-    if f.nvidia_ctk is None and (f.docker is not None or kh):
+    if f.nvidia_ctk_missing and (f.docker is not None or kh):
         ev.append("nvidia-ctk: not installed")
     if kh or f.docker_snap:
         severity = "error" if kh else "warning"

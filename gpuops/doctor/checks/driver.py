@@ -54,7 +54,7 @@ def check_driver_not_installed(ctx: Ctx) -> list[Finding]:
     ev = [
         f"PCI {d.slot}: NVIDIA device {d.device or '?'} bound to {d.driver or 'no driver'}" for d in pci_gpus
     ]
-    ev.append("nvidia-smi: not installed")
+    ev.append("nvidia-smi: not installed" if f.smi_status == "missing" else "nvidia-smi: not shown")
     return [
         Finding(
             code="driver_not_installed",

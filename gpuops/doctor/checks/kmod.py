@@ -354,3 +354,49 @@ def check_uvm_and_device_nodes(ctx: Ctx) -> list[Finding]:
             )
         )
     return out
+
+
+# What a failed DKMS build of the NVIDIA module says, and what it means (DKMS(8): "Bad return
+# status for module build" means the module's own make failed; the cause is in make.log).
+_DKMS_CAUSES: tuple[tuple[str, str], ...] = (
+    (r"autoconf\.h: No such file|Missing .* kernel headers|[Kk]ernel headers for kernel .* cannot be found|"
+     r"Your kernel headers for kernel .* cannot be found|/build/include/.*No such file",
+     "the kernel headers of the running kernel are not installed"),
+    (r"unrecognized command[- ]line option|The kernel was built by|You are using:|compiler differs|"
+     r"gcc(-\d+)?: (?:error|not found)|cc: not found",
+     "the C compiler differs from the one the kernel was built with"),
+    (r"implicit declaration of function|incompatible pointer type|has no member named|"
+     r"too (?:few|many) arguments to function|undefined!|error: unknown type name",
+     "this driver's source does not build against this kernel's API (the kernel is newer than the "
+     "driver supports)"),
+)
+
+
+def check_dkms_build(ctx: Ctx) -> list[Finding]:
+    """DKMS tried and failed to build the NVIDIA module for a kernel."""
+    f = ctx.facts
+    if not f.dkms_build_errors:
+        return []
+    ev = [_quote("dkms", ln) for ln in f.dkms_build_errors[:4]]
+    text = "\n".join(f.dkms_build_errors)
+    cause = next((why for rx, why in _DKMS_CAUSES if re.search(rx, text)), None)
+    if f.kernel:
+        ev.append(_stated(f, "kernel", f"running kernel: {f.kernel}"))
+    if f.kernels_with_headers is not None and f.kernel and f.kernel not in f.kernels_with_headers:
+        ev.append(f"kernel headers for {f.kernel}: not installed (DKMS cannot build without them)")
+        cause = cause or "the kernel headers of the running kernel are not installed"
+    api = cause is not None and "kernel's API" in cause
+    return [
+        Finding(
+            code="kernel_module_not_built_after_upgrade",
+            severity="error",
+            title="No NVIDIA kernel module for the running kernel",
+            evidence=ev,
+            history=[c.describe() for c in _recent(f, "kernel", "driver", n=3)],
+            explanation="DKMS rebuilds the NVIDIA module for every new kernel, and this build failed"
+            + (f": {cause}." if cause else "; the cause is in DKMS's make.log.")
+            + " Until it succeeds the running kernel has no NVIDIA module.",
+            plan=plans.upgrade_driver(f, ctx, None) if api else plans.rebuild_module(f, ctx),
+            sources=["https://github.com/dell/dkms"],
+        )
+    ]

@@ -237,8 +237,9 @@ def check_other_driver_bound(ctx: Ctx) -> list[Finding]:
     """vfio-pci (GPU passthrough), nova_core (the new in-kernel driver) or pci-stub holds the GPU."""
     f = ctx.facts
     drv = f.other_driver
-    ev = [f"PCI {d.slot}: kernel driver in use: {d.driver}" for d in f.pci_nvidia or []
-          if d.driver in ("vfio-pci", "nova_core", "nova-core", "pci-stub")]
+    held = [d for d in f.pci_nvidia or [] if d.driver in ("vfio-pci", "nova_core", "nova-core", "pci-stub")]
+    ev = [f"PCI {d.slot}: kernel driver in use: {d.driver}" for d in held]
+    drv = drv or (held[0].driver if held else None)
     if f.vfio_ids_in_cmdline:
         ev.append("kernel command line: vfio-pci.ids= lists an NVIDIA device (10de:)")
         drv = drv or "vfio-pci"

@@ -560,9 +560,9 @@ def facts_from_capture(cap: Capture) -> Facts:
         if rec is not None and rec.ran and rec.stdout:
             pk = parse(rec.stdout)
             if mgr == "pacman":
-                from gpuops.doctor.probes import RELEVANT_PKG
+                from gpuops.doctor.history import is_relevant
 
-                pk = {k: v for k, v in pk.items() if RELEVANT_PKG.search(k)}
+                pk = {k: v for k, v in pk.items() if is_relevant(k)}
             f.os_packages = {**(f.os_packages or {}), **pk}
             f.package_manager = f.package_manager or mgr
             if mgr == "dpkg":

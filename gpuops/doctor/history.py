@@ -29,7 +29,15 @@ KIND_PATTERNS = (
     ("cuda", re.compile(r"^cuda|^libcu|nvidia-cuda", re.I)),
     ("container", re.compile(r"nvidia-container|nvidia-docker|libnvidia-container", re.I)),
     ("dkms", re.compile(r"^dkms$", re.I)),
+    ("docker", re.compile(r"^docker|^containerd|^moby-", re.I)),
+    # anything else NVIDIA- or CUDA-related (nvidia-settings, system76-cuda...): recorded, not judged
+    ("other", re.compile(r"nvidia|cuda|^system76-cud", re.I)),
 )
+
+
+def is_relevant(name: str) -> bool:
+    """The one rule for which OS packages doctor records and lists (probes and history alike)."""
+    return package_kind(name) is not None
 
 
 def package_kind(name: str) -> str | None:

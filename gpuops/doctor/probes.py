@@ -29,6 +29,7 @@ from gpuops.doctor.capture import (
     PythonInfo,
     now_iso,
 )
+from gpuops.doctor.history import is_relevant
 from gpuops.doctor.runner import LiveRunner, Runner
 
 # Binaries that live in sbin are not on a normal user's PATH.
@@ -73,12 +74,8 @@ _DIST_NAMES = (
 )
 _DIST_PREFIXES = ("cupy-", "nvidia-", "jax-cuda", "jax-plugin", "tensorflow-", "mxnet-")
 
-# Package-manager names worth recording (driver, CUDA, cuDNN, kernels, DKMS, container toolkit).
-RELEVANT_PKG = re.compile(
-    r"nvidia|cuda|cudnn|libnvidia|^linux-(image|headers|modules)|^kernel(-core|-devel|-modules)?$|^kernel-|"
-    r"^dkms$|^akmod|^kmod-nvidia|docker|containerd|^system76-cud",
-    re.I,
-)
+# Package-manager names worth recording (driver, CUDA, cuDNN, kernels, DKMS, container toolkit,
+# Docker): one rule, shared with the history (``gpuops.doctor.history.is_relevant``).
 
 DPKG_PATTERNS = [
     "*nvidia*",
@@ -148,7 +145,7 @@ def _history_filter(text: str) -> str:
                 hits = [
                     f"{name} ({vers})"
                     for name, vers in _APT_ITEM.findall(rest)
-                    if RELEVANT_PKG.search(name.split(":", 1)[0])
+                    if is_relevant(name)
                 ]
                 if hits:
                     relevant = True
@@ -168,7 +165,7 @@ def _dpkg_log_filter(text: str) -> str:
         if (
             len(parts) >= 4
             and parts[2] in ("install", "upgrade", "remove", "purge")
-            and RELEVANT_PKG.search(parts[3].split(":", 1)[0])
+            and is_relevant(parts[3])
         ):
             keep.append(line)
     return "\n".join(keep) + ("\n" if keep else "")

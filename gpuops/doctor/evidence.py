@@ -69,6 +69,24 @@ _BENIGN = (
 )
 
 
+# A continuation line of a multi-line kernel message: optional syslog/journal prefix, optional
+# timestamp, "NVRM:", then text that does not start a message of its own.
+_NVRM_CONT = re.compile(
+    r"\n[ \t]*(?:\w{3}\s+\d+\s+[\d:]+\s+\S+\s+)?(?:kernel:\s*)?(?:\[\s*[\d.]+\]\s*)?NVRM:"
+    r"(?![ \t]*(?:Xid|GPU at|loading|API mismatch|The NVIDIA|RmInitAdapter|nvCheckOkFailedNoLog|"
+    r"GPU \S+ is|No NVIDIA|None of the|\S+: ))[ \t]*"
+)
+
+
+def join_nvrm(text: str) -> str:
+    """``text`` with the kernel's NVRM continuation lines folded into the message they continue:
+    "NVRM: The NVIDIA GPU ... installed in this system is not supported by open\nNVRM: nvidia.ko
+    because ..." reads as one line."""
+    if "NVRM" not in text:
+        return text
+    return _NVRM_CONT.sub(" ", text.replace("#012", "\n"))
+
+
 def _benign(line: str) -> bool:
     return any(rx.search(line) for rx in _BENIGN)
 
@@ -126,7 +144,7 @@ def collect(cap: Capture, f: Facts) -> list[Evidence]:
             out.append(Evidence(origin="NVML", text=f.nvml_error, area="driver"))
     kl = cap.cmd("kernel-log")
     if kl is not None and kl.text:
-        norm = kl.text.replace("#012", "\n")
+        norm = join_nvrm(kl.text.replace("#012", "\n"))
         errs = [ln.strip() for ln in norm.splitlines()
                 if _KLOG_TOPIC.search(ln) and ERRORISH.search(ln) and not _benign(ln)]
         if errs:

@@ -392,9 +392,19 @@ def parse_kernel_log(text: str) -> KernelLog:
 
 
 def parse_dpkg_query(text: str) -> dict[str, str]:
-    """'pkg<TAB>version<TAB>ii ' lines -> installed packages (state 'ii' or 'hi')."""
+    """'pkg<TAB>version<TAB>ii ' lines -> installed packages (state 'ii' or 'hi'). Also reads what
+    reports paste instead: ``dpkg -l`` rows ("ii  name  version  arch  description") and
+    ``dpkg --get-selections`` ("name:arch   install", version unknown: "?")."""
     out: dict[str, str] = {}
     for ln in text.splitlines():
+        m = re.match(r"^(ii|hi)\s+(\S+?)(?::\w+)?\s+(\S+)\s", ln)
+        if m:
+            out[m.group(2)] = m.group(3)
+            continue
+        m = re.match(r"^(\S+?)(?::\w+)?\s+(install|hold)\s*$", ln)
+        if m:
+            out[m.group(1)] = "?"
+            continue
         parts = ln.split("\t")
         if len(parts) >= 2 and parts[1]:
             state = parts[2].strip() if len(parts) > 2 else "ii"

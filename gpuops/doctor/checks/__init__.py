@@ -85,6 +85,8 @@ SUPERSEDES: dict[str, tuple[str, ...]] = {
     "container_lost_gpu_after_daemon_reload": ("driver_library_mismatch_needs_reboot", "driver_not_loaded",
                                                "device_nodes_missing"),
     "mig_enabled_no_instances": ("driver_not_loaded",),
+    "gpu_in_tcc_mode": ("driver_not_loaded",),
+    "wsl_libcuda_shadowed": ("driver_not_loaded",),
     "cuda_unavailable_after_resume": ("nvidia_uvm_not_loaded", "device_nodes_missing"),
     "fabric_manager_version_mismatch": ("fabric_manager_not_running",),
 }
@@ -123,8 +125,17 @@ def _covered(hit: Any, codes: set[str], group: Callable[[str], frozenset[str]]) 
     return any(names & group(g) for c, g in BROAD.items() if c in codes)
 
 
-def _catalogue_findings(ctx: Ctx, findings: list[Finding], hits: list[Any]) -> list[Finding]:
+def _explained_codes(findings: list[Finding]) -> set[str]:
+    """The codes the findings stand for: their own, and those their errors supersede."""
     codes = {f.code for f in findings}
+    for f in findings:
+        if f.severity == "error":
+            codes.update(SUPERSEDES.get(f.code, ()))
+    return codes
+
+
+def _catalogue_findings(ctx: Ctx, findings: list[Finding], hits: list[Any]) -> list[Finding]:
+    codes = _explained_codes(findings)
     by_code: dict[str, list[Any]] = {}
     for h in hits:
         if h.code == "unexplained_gpu_error" or _covered(h, codes, group):
@@ -174,7 +185,7 @@ def _unexplained(ctx: Ctx, findings: list[Finding], hits: list[Any]) -> list[Fin
     it and that signature is covered by a finding, when a finding quotes one of its error lines, or
     (for a GPU tool's failure that no signature knows) when a finding of the tool's area was made."""
     quoted = " ".join(_norm(e) for f in findings for e in f.evidence)
-    codes = {f.code for f in findings}
+    codes = _explained_codes(findings)
     by_origin: dict[str, list[Any]] = {}
     for h in hits:
         by_origin.setdefault(h.origin, []).append(h)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gpuops.doctor.evidence import join_nvrm
 from gpuops.doctor.facts import Facts
 from gpuops.doctor.history import PackageChange
 from gpuops.doctor.signatures import Signature, scan
@@ -34,6 +35,12 @@ class Ctx:
 
             self._resolved = [h for o, t in self.texts for h in signatures.match(t, o)] if self.texts else []
         return self._resolved
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(origin, line) of every evidence text, with the kernel's multi-line NVRM messages joined
+        into one line each ("NVRM: The NVIDIA GPU ... installed in this system is not supported by
+        open\nNVRM: nvidia.ko because ..." reads as one sentence)."""
+        return [(o, ln) for o, t in self.texts for ln in join_nvrm(t).splitlines()]
 
     def resolved_codes(self, *codes: str) -> list[Any]:
         return [h for h in self.resolved if h.code in codes]

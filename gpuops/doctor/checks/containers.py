@@ -79,7 +79,7 @@ TOOLKIT_TROUBLESHOOTING = (
 
 def check_daemon_reload(ctx: Ctx) -> list[Finding]:
     f = ctx.facts
-    lines = [_quote(o, ln) for o, t in ctx.texts for ln in t.splitlines() if _NVML_UNKNOWN.search(ln)]
+    lines = [_quote(o, ln) for o, ln in ctx.lines() if _NVML_UNKNOWN.search(ln)]
     if f.nvml_error and _NVML_UNKNOWN.search(f"Failed to initialize NVML: {f.nvml_error}") and f.in_container:
         lines.append(f"NVML: {f.nvml_error}")
     if not lines:
@@ -116,7 +116,7 @@ def check_cdi_stale(ctx: Ctx) -> list[Finding]:
     are gone (NVIDIA Container Toolkit, "Support for Container Device Interface")."""
     f = ctx.facts
     ev: list[str] = []
-    lines = [_quote(o, ln) for o, t in ctx.texts for ln in t.splitlines()
+    lines = [_quote(o, ln) for o, ln in ctx.lines()
              if re.search(r"unresolvable CDI devices|failed to inject CDI devices|"
                           r"CDI device injection failed", ln, re.I)]
     drv = f.driver_version or f.loaded_module_version

@@ -385,7 +385,7 @@ def check_jax(ctx: Ctx) -> list[Finding]:
     back to the CPU ("CUDA backend failed to initialize: Found CUDA version X, but JAX was built
     against version Y"; JAX installation guide, https://docs.jax.dev/en/latest/installation.html)."""
     f = ctx.facts
-    lines = [(o, ln) for o, t in ctx.texts for ln in t.splitlines()
+    lines = [(o, ln) for o, ln in ctx.lines()
              if re.search(r"(Found|found) (CUDA|cuDNN|cuSPARSE|cuBLAS|cuFFT|cuSOLVER) version \d+"
                           r".*but JAX was built", ln)]
     if not lines:

@@ -22,10 +22,9 @@ def check_fallen_off_bus(ctx: Ctx) -> list[Finding]:
     f = ctx.facts
     ev = [finding_quote("kernel log", ln) for _, x, ln in f.xids if x == 79]
     ev += [finding_quote(h.origin, h.line) for h in ctx.resolved_codes("gpu_fallen_off_bus")]
-    for origin, text in ctx.texts:
-        for ln in text.splitlines():
-            if _FALLEN.search(ln):
-                ev.append(finding_quote(origin, ln))
+    for origin, ln in ctx.lines():
+        if _FALLEN.search(ln):
+            ev.append(finding_quote(origin, ln))
     if not ev:
         return []
     return [
@@ -101,11 +100,10 @@ def check_resume(ctx: Ctx) -> list[Finding]:
     if not f.suspend_resume:
         return []
     ev = []
-    for origin, text in ctx.texts:
-        for ln in text.splitlines():
-            if _UNKNOWN.search(ln):
-                ev.append(finding_quote(origin, ln))
-                break
+    for origin, ln in ctx.lines():
+        if _UNKNOWN.search(ln):
+            ev.append(finding_quote(origin, ln))
+            break
     if not ev:
         return []
     ev.append(_stated(f, "suspend_resume", "the machine was suspended and resumed before the failure"))

@@ -240,6 +240,14 @@ def check_other_driver_bound(ctx: Ctx) -> list[Finding]:
     held = [d for d in f.pci_nvidia or [] if d.driver in ("vfio-pci", "nova_core", "nova-core", "pci-stub")]
     ev = [f"PCI {d.slot}: kernel driver in use: {d.driver}" for d in held]
     drv = drv or (held[0].driver if held else None)
+    # nvidia.ko says which driver it found on the device: "NVRM: GPU 0000:01:00.0 is already bound to
+    # NovaCore." (and "vfio-pci 0000:01:00.0: ..." lines when vfio claimed it)
+    for origin, ln in ctx.lines():
+        m = re.search(r"NVRM: GPU (\S+) is already bound to ([\w-]+)", ln)
+        if m:
+            ev.append(_quote(origin, ln))
+            name = m.group(2).lower()
+            drv = drv or ("nova_core" if "nova" in name else name)
     if f.vfio_ids_in_cmdline:
         ev.append("kernel command line: vfio-pci.ids= lists an NVIDIA device (10de:)")
         drv = drv or "vfio-pci"
@@ -271,15 +279,14 @@ def check_module_flavour(ctx: Ctx) -> list[Finding]:
     f = ctx.facts
     ev: list[str] = []
     want = None
-    for origin, text in ctx.texts:
-        for ln in text.splitlines():
-            if re.search(r"not supported by open nvidia\.ko|open kernel modules? (?:is|are) not supported",
-                         ln, re.I):
-                ev.append(_quote(origin, ln))
-                want = "proprietary"
-            elif re.search(r"requires use of the NVIDIA open kernel modules", ln, re.I):
-                ev.append(_quote(origin, ln))
-                want = "open"
+    for origin, ln in ctx.lines():
+        if re.search(r"not supported by open nvidia\.ko|open kernel modules? (?:is|are) not supported",
+                     ln, re.I):
+            ev.append(_quote(origin, ln))
+            want = "proprietary"
+        elif re.search(r"requires use of the NVIDIA open kernel modules", ln, re.I):
+            ev.append(_quote(origin, ln))
+            want = "open"
     ccs = _gpu_cc(ctx)
     if want is None and f.module_flavour and ccs:
         keys = [(n, tuple(int(x) for x in cc.split("."))) for n, cc in ccs if re.match(r"\d+\.\d+$", cc)]
@@ -322,8 +329,15 @@ def check_uvm_and_device_nodes(ctx: Ctx) -> list[Finding]:
     nvidia_loaded = bool(f.modules_seen and "nvidia" in f.modules_seen) or bool(f.loaded_module_version)
     uvm_missing = f.uvm_loaded is False or (nodes is not None and nvidia_loaded
                                             and "/dev/nvidia-uvm" not in nodes)
-    if uvm_missing and (cuda_fails or f.uvm_loaded is False):
-        ev = []
+    # modprobe failing on the uvm module: "could not insert 'nvidia_331_uvm': ...",
+    # "modprobe: FATAL: Module nvidia-uvm not found", "Failed to create /dev/nvidia-uvm"
+    uvm_lines = [_quote(o, ln) for o, ln in ctx.lines()
+                 if re.search(r"(could not insert|FATAL: Module|Failed to (?:create|load)|can't open)\s*'?"
+                              r"[\w/-]*nvidia[\w-]*uvm", ln, re.I)]
+    if uvm_lines:
+        uvm_missing = True
+    if uvm_missing and (cuda_fails or f.uvm_loaded is False or uvm_lines):
+        ev = list(uvm_lines[:2])
         if f.uvm_loaded is False:
             ev.append(_stated(f, "modules_loaded", "nvidia is loaded, nvidia_uvm is not"))
         if nodes is not None and "/dev/nvidia-uvm" not in nodes:

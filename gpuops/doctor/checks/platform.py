@@ -21,9 +21,10 @@ def check_wsl(ctx: Ctx) -> list[Finding]:
         return []
     out: list[Finding] = []
     wsl_ev = _stated(f, "wsl", f"WSL2 (kernel {f.kernel or '?'})")
+    # libnvidia-compute-NNN is the Linux driver's libcuda: inside WSL it shadows Windows' copy
     linux_drv = sorted(p for p in (f.os_packages or {})
                        if re.match(r"(nvidia-driver-\d+|nvidia-dkms-\d+|xserver-xorg-video-nvidia|"
-                                   r"nvidia-\d+)", p))
+                                   r"nvidia-\d+|libnvidia-compute-\d+)", p))
     if linux_drv or f.loaded_module_version:
         ev = [wsl_ev]
         if linux_drv:
@@ -50,11 +51,10 @@ def check_wsl(ctx: Ctx) -> list[Finding]:
             ev.append("ldconfig: /usr/lib/wsl/lib/libcuda.so.1 is not a symbolic link")
         if shadow:
             ev.append(f"libcuda.so.1 outside /usr/lib/wsl/lib: {', '.join(shadow[:3])}")
-        for origin, text in ctx.texts:
-            for ln in text.splitlines():
-                if "is not a symbolic link" in ln and "libcuda" in ln:
-                    ev.append(_quote(origin, ln))
-                    break
+        for origin, ln in ctx.lines():
+            if "is not a symbolic link" in ln and "libcuda" in ln:
+                ev.append(_quote(origin, ln))
+                break
         out.append(
             Finding(
                 code="wsl_libcuda_shadowed",
@@ -70,13 +70,20 @@ def check_wsl(ctx: Ctx) -> list[Finding]:
                 sources=[SOURCE],
             )
         )
-    if f.tcc_mode:
+    # GPUs that Windows has but WSL cannot open: nvidia-smi inside WSL finds no device handle.
+    # NVIDIA's WSL guide: GPUs in TCC mode are not available to WSL.
+    no_handle = [_quote(o, ln) for o, ln in ctx.lines() if o == "nvidia-smi"
+                 and re.search(r"Unable to determine the device handle|No devices were found", ln)]
+    if f.tcc_mode or (no_handle and not out):
+        ev = [wsl_ev, "nvidia-smi: driver model TCC"] if f.tcc_mode else [wsl_ev, *no_handle[:3]]
         out.append(
             Finding(
                 code="gpu_in_tcc_mode",
                 severity="error",
-                title="The GPU is in TCC mode, which WSL2 cannot use",
-                evidence=[wsl_ev, "nvidia-smi: driver model TCC"],
+                title="The GPU is in TCC mode, which WSL2 cannot use" if f.tcc_mode
+                else "WSL2 cannot open the GPUs Windows has: TCC mode is the likely cause",
+                confidence="confirmed" if f.tcc_mode else "likely",
+                evidence=ev,
                 explanation="WSL2 reaches the GPU through the Windows display driver model (WDDM); a "
                 "GPU switched to TCC is invisible to it.",
                 plan=plans.tcc_mode(f, ctx),

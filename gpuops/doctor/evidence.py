@@ -46,6 +46,14 @@ ERRORISH = re.compile(
     re.I,
 )
 
+# Words that tie a line to the GPU stack.
+GPU_TOPIC = re.compile(
+    r"nvidia|nvml|cuda|cudnn|cublas|cufft|curand|cusolver|cusparse|nvrtc|nvjitlink|nccl|gpu|nouveau|"
+    r"xid|dkms|libcu|tensorrt|triton|torch|tensorflow|jax|xla|cupy|chainer|numba|onnx|device|driver|"
+    r"kernel module|\bcdi\b|hook|oci runtime|mig\b|tcc|wsl|dxg",
+    re.I,
+)
+
 # Kernel-log lines that are about the NVIDIA stack.
 _KLOG_TOPIC = re.compile(r"NVRM|nvidia|Xid|nouveau|module verification|signature|Key was rejected|"
                          r"Lockdown|dkms|vfio|nova_core|GSP", re.I)
@@ -150,7 +158,10 @@ def collect(cap: Capture, f: Facts) -> list[Evidence]:
         if errs:
             out.append(Evidence(origin="kernel log", text="\n".join(dict.fromkeys(errs)), area="log"))
     for origin, text in f.error_texts:
-        if any(ERRORISH.search(ln) and not _benign(ln) for ln in text.splitlines()):
+        errs = [ln for ln in text.splitlines() if ERRORISH.search(ln) and not _benign(ln)]
+        # an error that does not touch the GPU stack (apt failing to fetch a mirror, a Python
+        # ImportError of an unrelated package) is not GPU failure evidence
+        if any(GPU_TOPIC.search(ln) for ln in errs):
             out.append(Evidence(origin=origin, text=_cut(text, 20000), area="log"))
     return out
 

@@ -26,7 +26,7 @@ from typing import Any
 from gpuops.doctor import plans
 from gpuops.doctor.checks import containers, cuda, driver, frameworks, hardware, kmod, platform
 from gpuops.doctor.checks.base import Ctx, _driver_works, _gpu_expected, finding_quote, make_ctx
-from gpuops.doctor.evidence import Evidence
+from gpuops.doctor.evidence import GPU_TOPIC, Evidence
 from gpuops.doctor.findings import CODES, Finding
 from gpuops.doctor.groups import group
 
@@ -62,9 +62,11 @@ CHECKS: list[Check] = [
     frameworks.check_cudnn,
     cuda.check_conda_shadowing,
     cuda.check_ld_library_path,
+    cuda.check_ld_library_path_cuda,
     frameworks.check_gpu_arch,
     frameworks.check_cupy,
     containers.check_container_toolkit,
+    containers.check_device_plugin_runtime,
     containers.check_daemon_reload,
     containers.check_cdi_stale,
 ]
@@ -131,6 +133,7 @@ def _explained_codes(findings: list[Finding]) -> set[str]:
     for f in findings:
         if f.severity == "error":
             codes.update(SUPERSEDES.get(f.code, ()))
+            codes.update(f.covers)
     return codes
 
 
@@ -189,8 +192,13 @@ def _unexplained(ctx: Ctx, findings: list[Finding], hits: list[Any]) -> list[Fin
     by_origin: dict[str, list[Any]] = {}
     for h in hits:
         by_origin.setdefault(h.origin, []).append(h)
+    # once the GPU itself failed (fell off the bus, a hardware Xid), every later CUDA or NVML error
+    # is its consequence
+    hardware_down = bool(codes & {"gpu_fallen_off_bus", "gpu_hardware_fault"})
     lost: list[tuple[Evidence, str]] = []
     for ev in ctx.facts.evidence:
+        if hardware_down and GPU_TOPIC.search(ev.text):
+            continue
         if any(_covered(h, codes, group) for h in by_origin.get(ev.origin, [])):
             continue
         if ev.area != "log" and codes & _area_codes(ev.area):

@@ -45,8 +45,12 @@ def check_container_toolkit(ctx: Ctx) -> list[Finding]:
             ev.append(f"CDI specs: {', '.join(f.cdi_specs)}")
     if f.nvidia_ctk_missing and (f.docker is not None or kh):
         ev.append("nvidia-ctk: not installed")
+    # an error a container runtime printed about the GPU (nvidia-container-cli, the OCI hook)
+    container_errors = [h for h in ctx.resolved if h.klass == "container"]
+    if f.docker_snap and container_errors:
+        ev += [_quote(h.origin, h.line) for h in container_errors[:2]]
     if kh or f.docker_snap:
-        severity = "error" if kh else "warning"
+        severity = "error" if kh or container_errors else "warning"
     elif f.docker is not None and f.docker.reachable and _gpu_expected(f) and f.nvidia_ctk is None:
         severity = "warning"
     else:
@@ -116,14 +120,28 @@ def check_cdi_stale(ctx: Ctx) -> list[Finding]:
     are gone (NVIDIA Container Toolkit, "Support for Container Device Interface")."""
     f = ctx.facts
     ev: list[str] = []
-    lines = [_quote(o, ln) for o, ln in ctx.lines()
-             if re.search(r"unresolvable CDI devices|failed to inject CDI devices|"
-                          r"CDI device injection failed", ln, re.I)]
+    # ("unresolvable CDI devices" alone is not a stale spec: an old runtime or an unsearched spec
+    # directory print it too)
+    lines: list[str] = []
+    # The runtime injects each file the spec lists and fails on one that is gone:
+    # "crun: cannot stat `/lib64/libEGL_nvidia.so.550.54.14`: No such file or directory"
+    gone: list[str] = []
+    for o, ln in ctx.lines():
+        m = re.search(r"(?:cannot stat|stat|no such file)\W+[`'\"]?(/\S*(?:nvidia|libcuda)\S*?)[`'\"]?:\s*"
+                      r"(?:No such file|no such file)", ln, re.I)
+        if m and re.search(r"crun|runc|OCI|CDI|container", ln + o, re.I):
+            lines.append(_quote(o, ln))
+            gone.append(m.group(1))
     drv = f.driver_version or f.loaded_module_version
     stale = sorted(v for v in f.cdi_driver_versions if drv and v != drv)
+    for path in gone:
+        m = re.search(r"\.so\.(\d{3}\.\d+(?:\.\d+)?)$", path)
+        if m and drv and m.group(1) != drv and m.group(1) not in stale:
+            stale.append(m.group(1))
     if stale:
-        ev.append(f"CDI spec names driver {', '.join(stale)}; the driver is {drv}")
-    if not stale and not (lines and (f.cdi_specs or f.cdi_driver_versions)):
+        ev.append(f"the container runtime was told to inject files of driver {', '.join(stale)}; "
+                  f"the driver is {drv}")
+    if not stale and not gone:
         return []
     ev += lines[:2]
     if f.cdi_specs:
@@ -139,5 +157,43 @@ def check_cdi_stale(ctx: Ctx) -> list[Finding]:
             "start or get no GPU. Regenerate it after every driver change.",
             plan=plans.cdi_regenerate(f, ctx),
             sources=["https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/cdi-support.html"],
+        )
+    ]
+
+
+# NVIDIA's k8s-device-plugin README: the plugin finds NVML only when nvidia-container-runtime is the
+# node's *default* runtime ("you need to enable the nvidia runtime as your default runtime"); with
+# the toolkit installed but another default, it logs "could not load NVML library".
+DEVICE_PLUGIN = "https://github.com/NVIDIA/k8s-device-plugin#prerequisites"
+
+
+def check_device_plugin_runtime(ctx: Ctx) -> list[Finding]:
+    f = ctx.facts
+    lines = [_quote(o, ln) for o, ln in ctx.lines()
+             if re.search(r"device-plugin|kubectl|kubelet|\bpod\b", o + " " + ln, re.I) is not None
+             and re.search(r"could not load NVML library|Failed to initialize NVML|failed to start nvml",
+                           ln, re.I)]
+    if not lines:
+        return []
+    ev = list(dict.fromkeys(lines))[:2]
+    if f.docker is not None and f.docker.default_runtime:
+        if f.docker.default_runtime == "nvidia":
+            return []
+        ev.append(f"docker info: Default Runtime: {f.docker.default_runtime}")
+    toolkit = [p for p in f.os_packages or {} if p.startswith(("nvidia-docker2", "nvidia-container-toolkit"))]
+    if toolkit:
+        ev.append(_stated(f, "os_packages", f"installed: {', '.join(toolkit)}"))
+    return [
+        Finding(
+            code="container_toolkit_missing",
+            severity="error",
+            confidence="likely" if not f.docker or not f.docker.default_runtime else "confirmed",
+            title="The NVIDIA device plugin cannot load NVML: the nvidia runtime is not the default runtime",
+            evidence=ev,
+            explanation="Kubernetes starts the device plugin with the node's default container runtime; "
+            "unless that is nvidia-container-runtime, the plugin's container has no driver libraries and "
+            "advertises no GPUs.",
+            plan=plans.register_runtime(f, ctx),
+            sources=[DEVICE_PLUGIN],
         )
     ]

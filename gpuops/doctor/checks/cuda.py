@@ -130,6 +130,45 @@ def check_ld_library_path(ctx: Ctx) -> list[Finding]:
     ]
 
 
+# A CUDA library a wheel bundles (torch's and JAX's nvidia-* wheels) that fails to resolve its
+# versioned symbols, or to load, while LD_LIBRARY_PATH lists another CUDA: the loader took the
+# other copy (ld.so(8): LD_LIBRARY_PATH comes before the wheel's RUNPATH).
+_SYMBOL = re.compile(r"undefined symbol: \S+, version (lib\w+\.so\.\d+)|undefined symbol: __nvJitLink|"
+                     r"Unable to load (cuSPARSE|cuBLAS|cuDNN|cuFFT|cuSOLVER|CUPTI|NCCL)", re.I)
+_LD_SEARCH = re.compile(r"=>\s*(/\S+/lib(?:nvJitLink|cudart|cublas|cublasLt|cusparse|cudnn)\S*)|"
+                        r"trying file=(/\S+/lib(?:nvJitLink|cudart|cublas|cusparse|cudnn)\S*)")
+
+
+def check_ld_library_path_cuda(ctx: Ctx) -> list[Finding]:
+    f = ctx.facts
+    cuda_dirs = [d for d in f.ld_library_path or [] if re.search(r"cuda|hpc_sdk|math_libs|nvidia", d, re.I)]
+    lines = [(o, ln) for o, ln in ctx.lines() if _SYMBOL.search(ln)]
+    found = [(o, ln) for o, ln in ctx.lines() if _LD_SEARCH.search(ln)]
+    # the loader's own trace names the directories it searched "(LD_LIBRARY_PATH)"
+    for _, ln in ctx.lines():
+        m = re.search(r"search path=(\S+)\s+\(LD_LIBRARY_PATH\)", ln)
+        if m:
+            cuda_dirs += [d for d in m.group(1).split(":") if d and re.search(r"cuda|hpc_sdk|math_libs", d)]
+    if not lines or not cuda_dirs:
+        return []
+    ev = [_quote(o, ln) for o, ln in lines[:2]]
+    ev.append(f"LD_LIBRARY_PATH has another CUDA: {', '.join(dict.fromkeys(cuda_dirs[:3]))}")
+    ev += [_quote(o, ln) for o, ln in found[:1]]
+    return [
+        Finding(
+            code="ld_library_path",
+            severity="error",
+            title="LD_LIBRARY_PATH makes a framework's CUDA libraries load another CUDA's copies",
+            evidence=ev,
+            explanation="pip's nvidia-* wheels bring CUDA libraries that must be loaded together; a "
+            "CUDA toolkit or HPC SDK directory on LD_LIBRARY_PATH is searched first, so one library "
+            "(often libnvJitLink) comes from another release and its versioned symbols are missing.",
+            plan=plans.ld_path(f, ctx, list(dict.fromkeys(cuda_dirs))),
+            covers=["framework_cpu_only_build", "framework_cuda_variant_mismatch"],
+        )
+    ]
+
+
 def check_conda_shadowing(ctx: Ctx) -> list[Finding]:
     """A conda environment's cudatoolkit/cuDNN loaded instead of the system's or the wheel's.
 

@@ -128,15 +128,19 @@ def check_mig(ctx: Ctx) -> list[Finding]:
     f = ctx.facts
     on = [g for g in f.gpus or [] if g.mig_mode == "enabled"]
     stated_on = f.mig_stated is True and not on
-    if not on and not stated_on:
+    # what programs that enumerate MIG devices print (slurmd's gres autodetection, nvidia-smi mig)
+    said = [finding_quote(o, ln) for o, ln in ctx.lines()
+            if re.search(r"MIG mode is enabled,? but no MIG devices|No GPU instances found|"
+                         r"MIG.{0,40}no (?:GPU|compute) instances", ln, re.I)]
+    if not on and not stated_on and not said:
         return []
     no_instances = f.mig_no_instances is True or any(g.mig_instances == 0 for g in on)
     sees_none = [finding_quote(h.origin, h.line) for h in ctx.resolved
                  if h.code in ("mig_enabled_no_instances",) or re.search(r"no CUDA-capable device|NO_DEVICE|"
                                                                          r"cudaErrorNoDevice", h.line, re.I)]
-    if not (no_instances or sees_none):
+    if not (no_instances or sees_none or said):
         return []
-    ev = [f"GPU {g.index} ({g.name or '?'}): MIG mode enabled" for g in on]
+    ev = [f"GPU {g.index} ({g.name or '?'}): MIG mode enabled" for g in on] + said[:2]
     if stated_on:
         ev.append(_stated(f, "mig_enabled", "MIG mode enabled"))
     if f.mig_no_instances:

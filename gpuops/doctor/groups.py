@@ -25,12 +25,15 @@ def _raw() -> dict[str, list[str]]:
         doc = yaml.safe_load(data) or {}
         return {str(k): [str(x) for x in v or []] for k, v in doc.items()}
 
-    return cached_json("signature-groups", {"groups": data}, parse, lambda d: isinstance(d, dict))
+    try:
+        return cached_json("signature-groups", {"groups": data}, parse, lambda d: isinstance(d, dict))
+    except Exception:  # PyYAML broken on a cold cache: doctor runs on, without the groups
+        return {}
 
 
 @cache
 def group(name: str) -> frozenset[str]:
-    """The codes of group ``name`` (``@`` optional), nested groups expanded; unknown: KeyError."""
+    """The codes of group ``name`` (``@`` optional), nested groups expanded (unknown: empty)."""
     raw = _raw()
     name = name.removeprefix("@")
     out: set[str] = set()
@@ -40,7 +43,7 @@ def group(name: str) -> frozenset[str]:
         if g in seen:
             continue
         seen.add(g)
-        for item in raw[g]:
+        for item in raw.get(g, []):
             if item.startswith("@"):
                 todo.append(item[1:])
             else:

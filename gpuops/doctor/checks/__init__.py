@@ -110,14 +110,6 @@ def _supersede(findings: list[Finding]) -> list[Finding]:
     return keep
 
 
-def _hits(ctx: Ctx) -> list[Any]:
-    """Every catalogue hit over the evidence texts, resolved (Xid numbers through their table)."""
-    from gpuops.doctor import signatures
-
-    out: list[Any] = []
-    for origin, text in ctx.texts:
-        out.extend(signatures.match(text, origin))
-    return out
 
 
 def _covered(hit: Any, codes: set[str], group: Callable[[str], frozenset[str]]) -> bool:
@@ -264,7 +256,7 @@ def run_checks(ctx: Ctx) -> list[Finding]:
     for check in CHECKS:
         findings.extend(check(ctx))
     findings = _supersede(findings)
-    hits = _hits(ctx) if ctx.texts else []
+    hits = ctx.resolved
     findings += _catalogue_findings(ctx, findings, hits)
     findings += _unexplained(ctx, findings, hits)
     findings += _unverified(ctx, findings)

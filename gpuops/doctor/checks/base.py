@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from gpuops.doctor.evidence import join_nvrm
 from gpuops.doctor.facts import Facts
 from gpuops.doctor.history import PackageChange
-from gpuops.doctor.signatures import Signature, scan
+from gpuops.doctor.signatures import Signature
 
 T = TypeVar("T")
 
@@ -31,9 +31,14 @@ class Ctx:
     def resolved(self) -> list[Any]:
         """Every catalogue hit over the evidence, resolved (``gpuops.doctor.signatures.Hit``)."""
         if self._resolved is None:
-            from gpuops.doctor import signatures
+            self._resolved = []
+            if self.texts:
+                try:
+                    from gpuops.doctor import signatures
 
-            self._resolved = [h for o, t in self.texts for h in signatures.match(t, o)] if self.texts else []
+                    self._resolved = [h for o, t in self.texts for h in signatures.match(t, o)]
+                except Exception:  # a catalogue that cannot load (PyYAML broken, cold cache)
+                    self._resolved = []
         return self._resolved
 
     def lines(self) -> list[tuple[str, str]]:
@@ -63,7 +68,7 @@ def make_ctx(facts: Facts, kb: Any | None, root: str = "") -> Ctx:
     texts = list(facts.error_texts)
     texts += [(e.origin, e.text) for e in facts.evidence if e.area != "log" or e.origin == "kernel log"]
     ctx.texts = texts
-    ctx.hits = scan(texts) if texts else []
+    ctx.hits = [(h.signature, h.origin, h.match) for h in ctx.resolved]
     if kb is not None:
         try:
             for origin, text in texts:

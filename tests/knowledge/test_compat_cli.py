@@ -117,3 +117,59 @@ def test_help_teaches(cli: typer.Typer) -> None:
     assert r.exit_code == 0
     assert "gpuops compat --driver 535.104.05" in r.output
     assert "--json" in r.output
+
+
+# ------------------------------------------------------------------------------------------ --error
+# Real printed lines (their sources are the catalogue entries' example_source).
+MISMATCH = "Failed to initialize NVML: Driver/library version mismatch"  # lyulyul/shine-cluster#30
+XID79 = "NVRM: Xid (PCI:0000:44:00): 79, GPU has fallen off the bus"  # NVIDIA/NVSentinel#155
+
+
+def test_error_human(cli: typer.Typer) -> None:
+    code, out = run(cli, "--error", MISMATCH)
+    assert code == 0, out
+    assert out.splitlines()[0] == MISMATCH
+    assert "driver_library_mismatch_needs_reboot: loaded kernel module and user-space driver differ" in out
+    assert "class:   driver" in out
+    assert "https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceEnumvs.html" in out
+    assert "knowledge base" not in out  # --error alone does not load the knowledge base
+
+
+def test_error_from_stdin_json(cli: typer.Typer) -> None:
+    dmesg = f"[ 1843.308145] some unrelated line\n[ 1843.439662] {XID79}\n"
+    r = CliRunner().invoke(cli, ["compat", "--error", "-", "--json"], input=dmesg, env=ENV)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)["error"]
+    assert d["matched"] is True
+    (hit,) = d["hits"]
+    assert (hit["id"], hit["xid"]) == ("nvrm_xid", 79)
+    assert (hit["code"], hit["class"]) == ("gpu_fallen_off_bus", "hardware")
+    assert hit["line"] == f"[ 1843.439662] {XID79}"
+    assert hit["groups"] == ["0000:44:00", "79"]
+    assert hit["action"].startswith("Immediate: RESTART_BM")
+    assert hit["source"] == "https://docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html"
+
+
+def test_error_no_match_exits_1_and_says_what_to_gather(cli: typer.Typer) -> None:
+    # `nvidia-smi -L` of a working machine (NVIDIA/nvidia-container-toolkit#146)
+    healthy = "GPU 0: NVIDIA GeForce RTX 2060 (UUID: GPU-2f68f999-7b41-e64a-3709-0c8c4fa756c0)"
+    code, out = run(cli, "--error", healthy)
+    assert code == 1
+    assert "No known GPU error signature matches this text." in out
+    assert "gpuops doctor --capture" in out
+    code, out = run(cli, "--error", "all fine", "--json")
+    assert code == 1 and json.loads(out) == {"error": {"matched": False, "hits": []}}
+
+
+def test_error_with_other_options(cli: typer.Typer) -> None:
+    r = CliRunner().invoke(cli, ["compat", "--error", MISMATCH, "--driver", "535.104.05", "--json"], env=ENV)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["error"]["hits"][0]["code"] == "driver_library_mismatch_needs_reboot"
+    assert d["driver"]["newest_cuda"] == "12.2"
+
+
+def test_error_empty_text_is_usage_error(cli: typer.Typer) -> None:
+    r = CliRunner().invoke(cli, ["compat", "--error", "-"], input="", env=ENV)
+    assert r.exit_code == 2
+    assert r.output.splitlines()[0].startswith("error: --error needs a non-empty text")

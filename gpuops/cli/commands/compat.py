@@ -12,6 +12,7 @@ from gpuops.errors import UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from gpuops.doctor.signatures import Hit
     from gpuops.knowledge.models import SourceRef
     from gpuops.knowledge.report import ChainerReport, DriverReport, GpuReport, TFReport, TorchReport
     from gpuops.output import Output
@@ -232,6 +233,38 @@ def _render_chainer(out: Output, r: ChainerReport, src: _Sources) -> None:
         )
 
 
+def _error_text(value: str) -> str:
+    """The text of ``--error``: the option's value, or standard input for ``-``."""
+    if value != "-":
+        return value
+    import sys
+
+    return sys.stdin.read()
+
+
+def _render_hits(out: Output, hits: list[Hit]) -> None:
+    from gpuops.doctor.findings import CODES
+
+    if not hits:
+        out.print("[bold]No known GPU error signature matches this text.[/bold]")
+        out.print(
+            "  Gather the machine's state with [bold]gpuops doctor --capture host.yaml[/bold] "
+            "(add [bold]--log FILE[/bold] for the full error output) and attach host.yaml to the report."
+        )
+        return
+    for i, h in enumerate(hits):
+        if i:
+            out.print("")
+        out.print(f"[bold]{_e(h.line)}[/bold]")
+        out.print(f"  code:    {_e(h.code)}: {_e(CODES.get(h.code, ''))}")
+        out.print(f"  meaning: {_e(h.meaning)}")
+        out.print(f"  class:   {_e(h.klass)}")
+        out.print(f"  action:  {_e(h.action)}")
+        out.print(f"  source:  {_e(h.source)}")
+        if h.also:
+            out.print(f"  [dim]also explained by: {_e(', '.join(h.also))}[/dim]")
+
+
 # ------------------------------------------------------------------------------------------------
 def compat(
     driver: Annotated[
@@ -247,6 +280,14 @@ def compat(
         str | None, typer.Option("--tensorflow", help="TensorFlow release, e.g. 2.17.")
     ] = None,
     chainer: Annotated[str | None, typer.Option("--chainer", help="Chainer release, e.g. 7.8.1.")] = None,
+    error: Annotated[
+        str | None,
+        typer.Option(
+            "--error",
+            metavar="TEXT",
+            help="A GPU error text to recognise ('-' reads it from standard input).",
+        ),
+    ] = None,
     platform: Annotated[
         str,
         typer.Option(
@@ -269,6 +310,9 @@ def compat(
                  torch CUDA variants carry kernels for it per torch release
       --torch    a torch wheel's CUDA, cuDNN, compute capabilities and driver floor
       --tensorflow / --chainer   the CUDA, cuDNN and CuPy they need
+      --error    which known GPU error an error text is (NVIDIA driver, kernel module, container,
+                 CUDA, framework), its meaning, class, recommended action and source; exit 1
+                 when no known signature matches
 
     \b
     Examples:
@@ -277,19 +321,42 @@ def compat(
       gpuops compat --gpu sm_90 --json
       gpuops compat --torch 2.13.0+cu130
       gpuops compat --tensorflow 2.17 --chainer 7.8.1
+      gpuops compat --error "Failed to initialize NVML: Driver/library version mismatch"
+      dmesg | gpuops compat --error -
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     with app.guard():
+        if not any((driver, gpu, torch, tensorflow, chainer, error)):
+            raise UsageError(
+                "give at least one of --driver, --gpu, --torch, --tensorflow, --chainer, --error",
+                hint="e.g. gpuops compat --driver 535.104.05",
+            )
+        hits: list[Hit] | None = None
+        if error is not None:
+            from gpuops.doctor import signatures
+
+            text = _error_text(error)
+            if not text.strip():
+                raise UsageError(
+                    "--error needs a non-empty text", hint='e.g. gpuops compat --error "$(dmesg)"'
+                )
+            hits = signatures.match(text, "text")
+            if not hits:
+                app.exit_code = 1
+        if not any((driver, gpu, torch, tensorflow, chainer)):
+            assert hits is not None
+            if app.out.json_mode:
+                app.out.json({"error": {"matched": bool(hits), "hits": [h.to_dict() for h in hits]}})
+            else:
+                _render_hits(app.out, hits)
+            app.exit()
         from gpuops.knowledge import load_kb
         from gpuops.knowledge import report as rep
 
-        if not any((driver, gpu, torch, tensorflow, chainer)):
-            raise UsageError(
-                "give at least one of --driver, --gpu, --torch, --tensorflow, --chainer",
-                hint="e.g. gpuops compat --driver 535.104.05",
-            )
         kb = load_kb()
         result: dict[str, Any] = {"kb_version": kb.kb_version, "compiled": kb.compiled}
+        if hits is not None:
+            result["error"] = {"matched": bool(hits), "hits": [h.to_dict() for h in hits]}
         parts: list[tuple[Any, Any]] = []
         # (key in the JSON, the option's value, its report, how it renders), in output order
         asked: list[tuple[str, str | None, Callable[[], Any], Any]] = [
@@ -308,6 +375,9 @@ def compat(
             app.out.json(result)
         else:
             src = _Sources()
+            if hits is not None:
+                _render_hits(app.out, hits)
+                app.out.print("")
             for i, (render, data) in enumerate(parts):
                 if i:
                     app.out.print("")

@@ -34,7 +34,7 @@ class Evidence:
         """The lines of ``text`` that read as errors (all non-empty lines when none does)."""
         lines = [ln.strip() for ln in self.text.splitlines() if ln.strip()]
         errs = [ln for ln in lines if ERRORISH.search(ln) and not _benign(ln)]
-        return errs or lines
+        return errs or lines or [f"{self.origin} failed without output"]
 
 
 # Words that make a line read as an error report.
@@ -42,7 +42,8 @@ ERRORISH = re.compile(
     r"\b(error|errors|failed|failure|fatal|unable|cannot|can't|couldn't|could not|not found|mismatch|"
     r"rejected|refused|denied|timed? ?out|timeout|unknown error|invalid|insufficient|"
     r"no devices were found|fallen off|not supported|unsupported|not loaded|no such|"
-    r"bad return status|unsatisfied|requirement error|not available|panic|Xid)\b",
+    r"bad return status|unsatisfied|requirement error|not available|panic|Xid|already bound|"
+    r"probe routine failed|None of the NVIDIA devices|No NVIDIA devices probed)\b",
     re.I,
 )
 
@@ -138,6 +139,8 @@ def collect(cap: Capture, f: Facts) -> list[Evidence]:
             text = rec.text
             if not _tool_failed(text, rec.rc, rec.error):
                 continue
+            if not text.strip() and not rec.error:
+                text = f"{key} exited with code {rec.rc} and printed nothing"
             if rec.error and not text.strip():
                 text = {"timeout": f"{key} did not finish within its time-out",
                         "crashed": f"{key} was killed by signal {-(rec.rc or 0) or '?'}",

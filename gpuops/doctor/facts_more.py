@@ -342,12 +342,67 @@ def derive_libraries(cap: Capture, f: Facts) -> None:
         f.conda_lib_on_ld_path = any(p.rstrip("/") == prefix.rstrip("/") + "/lib" for p in f.ld_library_path)
 
 
+def sanitize(f: Facts) -> None:
+    """Every probed value that may reach a repair step or a report must read as what it claims
+    to be (``gpuops.doctor.grammar``); one that does not becomes "unreadable", not a fact.
+
+    A tool that prints ``Driver Version: 550.54.15;touch${IFS}/tmp/X;#`` leaves the driver version
+    unknown, with the raw text kept (in ``f.unreadable``) for the report to mention, never to run."""
+
+    def check(name: str, rule: object) -> None:
+        val = getattr(f, name)
+        if val is not None and rule(val) is None:  # type: ignore[operator]
+            f.unreadable[name] = str(val)[:80]
+            setattr(f, name, None)
+
+    for name in ("driver_version", "userspace_driver_version", "loaded_module_version",
+                 "installed_module_version", "fabricmanager_version", "container_cli_driver"):
+        check(name, grammar.driver_version)
+    check("kernel", grammar.kernel_release)
+    for name in ("cuda_driver_version", "nvcc_version", "os_version_id"):
+        check(name, grammar.version)
+    if f.kernels_installed is not None:
+        bad = [k for k in f.kernels_installed if grammar.kernel_release(k) is None]
+        if bad:
+            f.unreadable["kernels_installed"] = ", ".join(bad)[:80]
+            f.kernels_installed = [k for k in f.kernels_installed if k not in bad]
+    if f.kernels_with_nvidia is not None:
+        f.kernels_with_nvidia = {k: v for k, v in f.kernels_with_nvidia.items() if grammar.kernel_release(k)}
+    if f.os_packages is not None:
+        bad = [k for k in f.os_packages if grammar.package_name(k.split(":", 1)[0]) is None]
+        if bad:
+            f.unreadable["os_packages"] = ", ".join(bad)[:80]
+            f.os_packages = {k: v for k, v in f.os_packages.items() if k not in bad}
+    for fw in f.frameworks or []:
+        if fw.version is not None and grammar.version(fw.version) is None:
+            f.unreadable[f"{fw.dist} version"] = fw.version[:80]
+            fw.version = None
+        if fw.cuda is not None and grammar.version(fw.cuda.replace(".x", "")) is None:
+            f.unreadable[f"{fw.dist} CUDA"] = fw.cuda[:80]
+            fw.cuda = None
+    if f.dkms is not None:
+        keep = []
+        for e in f.dkms.entries:
+            if grammar.module_name(e.module) and grammar.version(e.version) and (
+                e.kernel is None or grammar.kernel_release(e.kernel)
+            ):
+                keep.append(e)
+            else:
+                f.unreadable["dkms status"] = f"{e.module}/{e.version}"[:80]
+        f.dkms.entries = keep
+    for g in f.gpus or []:
+        if g.cc is not None and not re.fullmatch(r"\d{1,2}\.\d", g.cc):
+            f.unreadable["compute capability"] = g.cc[:20]
+            g.cc = None
+
+
 def derive_all(cap: Capture, f: Facts) -> None:
     derive_platform(cap, f)
     derive_kmod(cap, f)
     derive_hardware(cap, f)
     derive_containers(cap, f)
     derive_libraries(cap, f)
+    sanitize(f)
 
 
 __all__ = ["OPEN_MODULE_MIN_CC", "OPEN_MODULE_REQUIRED_CC", "derive_all", "parse_lspci_k"]

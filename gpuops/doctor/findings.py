@@ -6,6 +6,7 @@ on ``gpuops doctor``'s start-up path."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,7 +47,6 @@ CODES: dict[str, str] = {
     "other_driver_bound": "another kernel driver (vfio-pci, nova_core) holds the GPU",
     "container_lost_gpu_after_daemon_reload": "containers lose the GPU after `systemctl daemon-reload`",
     "cdi_spec_stale": "the CDI spec names driver files that are gone (driver upgraded since it was made)",
-    "docker_snap_gpu": "Docker installed as a snap cannot use the NVIDIA runtime",
     "wsl_linux_driver_installed": "a Linux NVIDIA driver installed inside WSL2 shadows the Windows one",
     "wsl_libcuda_shadowed": "WSL's libcuda is shadowed by another libcuda.so",
     "gpu_in_tcc_mode": "the GPU is in TCC mode, which WSL2 cannot use",
@@ -61,20 +61,63 @@ CODES: dict[str, str] = {
 Klass = Literal["hardware", "driver", "kernel module", "container", "library", "framework", "application"]
 
 
+@dataclass(frozen=True)
+class WriteFile:
+    """A file a repair step writes: the executor writes ``content`` to ``path`` itself (no shell)."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+
+
 @dataclass(kw_only=True)
 class RepairStep:
+    """One step of a repair plan.
 
-    command: str
+    ``argv`` is an argument vector, never a shell string: the executor runs it without a shell.
+    A step that writes a file carries ``write`` instead. A manual step (``manual``) is done by a
+    person: ``text`` says what to do, ``argv`` (when set) is the command they run. Steps of one
+    finding that are alternatives share ``group``; ``alternative`` numbers them (1 = tried first),
+    and the steps of one alternative keep their order.
+    """
+
     why: str
+    argv: list[str] = field(default_factory=list)
+    write: WriteFile | None = None
+    text: str | None = None  # what a person does, for manual steps without a command
     needs_root: bool = True
     needs_reboot: bool = False
     optional: bool = False  # prevention, offered not required
     manual: bool = False  # a person must do it (firmware, shell profile): the executor stops there
-    verify: str | None = None  # a shell command that must succeed after the step
+    verify: list[str] | None = None  # an argument vector that must succeed after the step
     resolves: str | None = None  # the finding code this step should make disappear
+    group: str | None = None  # steps that are alternatives of one another share a group
+    alternative: int | None = None  # 1, 2, ... within the group
+
+    def __post_init__(self) -> None:
+        if isinstance(self.argv, str) or isinstance(self.verify, str):
+            raise TypeError("RepairStep.argv and .verify are argument vectors, not shell strings")
+        self.argv = list(self.argv)
+        if self.verify is not None:
+            self.verify = list(self.verify)
+
+    @property
+    def command(self) -> str:
+        """What the step does, for display: the command line, the file write, or the manual text."""
+        if self.write is not None:
+            return f"write {self.write.path}: {self.write.content!r}"
+        if self.argv:
+            return shlex.join(self.argv)
+        return self.text or ""
+
+    @property
+    def verify_command(self) -> str | None:
+        return shlex.join(self.verify) if self.verify else None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["command"] = self.command
+        return d
 
 
 @dataclass(kw_only=True)
@@ -89,6 +132,9 @@ class Finding:
     plan: list[RepairStep] = field(default_factory=list)
     history: list[str] = field(default_factory=list)  # package changes that explain it
     sources: list[str] = field(default_factory=list)
+    # codes of signatures this diagnosis accounts for besides its own (a JAX "falling back to cpu"
+    # warning printed because its CUDA plugin failed to load is not a CPU-only build)
+    covers: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -125,20 +171,46 @@ class Report:
     def exit_code(self) -> int:
         return 1 if self.errors else 0
 
+    @property
+    def verdict(self) -> Literal["problems", "could_not_verify", "warnings", "healthy"]:
+        """``healthy`` only when nothing is wrong and nothing was left unchecked."""
+        if self.errors:
+            return "problems"
+        if "gpu_stack_unverified" in self.codes():
+            return "could_not_verify"
+        if self.codes("warning"):
+            return "warnings"
+        return "healthy"
+
+    @property
+    def verdict_line(self) -> str:
+        n = len(self.errors)
+        return {
+            "problems": f"{n} problem{'s' if n != 1 else ''} found.",
+            "could_not_verify": "Could not verify the GPU stack: a GPU is expected, but its driver "
+            "could not be checked.",
+            "warnings": "No errors found; see the warnings above.",
+            "healthy": "No problems found.",
+        }[self.verdict]
+
     def codes(self, severity: Severity | None = None) -> set[str]:
         return {f.code for f in self.findings if severity is None or f.severity == severity}
 
     def plan(self) -> list[RepairStep]:
-        """The ordered repair plan of all error findings (then warnings), without repeats."""
-        seen: set[str] = set()
+        """The ordered repair plan of all error findings (then warnings), without repeats.
+
+        A step is a repeat when the same command (with the same group and alternative) came
+        before; the steps of a group stay together, in their order."""
+        seen: set[tuple[str | None, int | None, str]] = set()
         out: list[RepairStep] = []
         for sev in ("error", "warning"):
             for f in self.findings:
                 if f.severity != sev:
                     continue
                 for s in f.plan:
-                    if s.command in seen:
+                    key = (s.group, s.alternative, s.command)
+                    if key in seen:
                         continue
-                    seen.add(s.command)
+                    seen.add(key)
                     out.append(s)
         return out

@@ -47,8 +47,6 @@ def _render(report: Any, fix: bool) -> Lines:
     width = max((len(k) for k in report.summary), default=0)
     for k, v in report.summary.items():
         out.add((f"{k:<{width}}", "dim"), f"  {v}")
-    if not report.findings:
-        out.add().add(("No problems found.", "green"))
     for f in report.findings:
         out.add()
         line = [(f"{f.severity.upper():7}", _SEV_STYLE[f.severity]), (f" {f.code}: ", "bold"), (f.title, "")]
@@ -63,7 +61,7 @@ def _render(report: Any, fix: bool) -> Lines:
             out.add((f"    {f.explanation}", "dim"))
         if f.plan and not fix and f.severity != "info":
             more = "  (+ more: gpuops doctor --fix)" if len(f.plan) > 1 else ""
-            out.add((f"    fix: {f.plan[0].command}{more}", "green"))
+            out.add((f"    fix: {_fix_line(f.plan)}{more}", "green"))
     if report.timeline:
         out.add().add(("Driver / CUDA / kernel package changes (apt, dpkg):", "bold"))
         for entry in report.timeline[-10:]:
@@ -90,7 +88,52 @@ def _render(report: Any, fix: bool) -> Lines:
             out.add((f"  {report.environments_note}", "dim"))
     if fix:
         out.extend(_render_plan(report.plan()))
+    style = {"problems": "bold red", "could_not_verify": "yellow", "warnings": "yellow", "healthy": "green"}
+    out.add().add((report.verdict_line, style[report.verdict]))
     return out
+
+
+def _alternatives(steps: list[Any]) -> dict[str, list[list[Any]]]:
+    """group -> its alternatives (each the list of its steps), in order."""
+    out: dict[str, dict[Any, list[Any]]] = {}
+    for s in steps:
+        if s.group is not None:
+            out.setdefault(s.group, {}).setdefault(s.alternative, []).append(s)
+    return {
+        g: [alts[k] for k in sorted(alts, key=lambda a: (a is None, a or 0))]
+        for g, alts in out.items()
+        if len(alts) > 1
+    }
+
+
+def _either(alts: list[list[Any]]) -> str:
+    """"either A or B": the first step of each alternative (and how many more it has)."""
+    parts = []
+    for alt in alts:
+        more = f" (+{len(alt) - 1} step{'s' if len(alt) > 2 else ''})" if len(alt) > 1 else ""
+        parts.append(alt[0].command + more)
+    return "either " + " or ".join(parts)
+
+
+def _fix_line(plan: list[Any]) -> str:
+    first = plan[0]
+    alts = _alternatives(plan)
+    if first.group in alts:
+        return _either(alts[first.group])
+    return first.command
+
+
+def _tags(s: Any) -> list[str]:
+    return [
+        t
+        for t, on in (
+            ("root", s.needs_root),
+            ("reboot", s.needs_reboot),
+            ("optional", s.optional),
+            ("by hand", s.manual),
+        )
+        if on
+    ]
 
 
 def _render_plan(steps: list[Any]) -> Lines:
@@ -98,20 +141,41 @@ def _render_plan(steps: list[Any]) -> Lines:
     if not steps:
         return out.add(("Repair plan: nothing to do.", "green"))
     out.add(("Repair plan (nothing has been changed; apply with: sudo gpuops doctor --fix --yes):", "bold"))
+    alts = _alternatives(steps)
+    seen: dict[str, Any] = {}
     for i, s in enumerate(steps, 1):
-        tags = [
-            t
-            for t, on in (
-                ("root", s.needs_root),
-                ("reboot", s.needs_reboot),
-                ("optional", s.optional),
-                ("by hand", s.manual),
-            )
-            if on
-        ]
-        out.add(f"  {i:2}. ", (s.command, "bold"), (f"  [{', '.join(tags)}]", "yellow") if tags else "")
-        out.add((f"      why: {s.why}", "dim"))
+        if s.group in alts:
+            if s.group not in seen:
+                n = len(alts[s.group])
+                out.add((f"  either ({n} alternatives; --fix --yes tries them in order and stops at the "
+                         "first that clears the finding):", "cyan"))
+            elif seen[s.group] != s.alternative:
+                out.add(("  or:", "cyan"))
+            seen[s.group] = s.alternative
+        tags = _tags(s)
+        indent = "    " if s.group in alts else "  "
+        out.add(f"{indent}{i:2}. ", (s.command, "bold"), (f"  [{', '.join(tags)}]", "yellow") if tags else "")
+        out.add((f"{indent}    why: {s.why}", "dim"))
+        if s.group in alts and s is alts[s.group][-1][-1]:
+            out.add(("  (end of alternatives)", "cyan"))
     return out
+
+
+def plan_data(steps: list[Any]) -> dict[str, Any]:
+    """The plan for ``--json``: the steps (argv, command, group, alternative) and the alternatives."""
+    alts = _alternatives(steps)
+    return {
+        "steps": [s.to_dict() for s in steps],
+        "alternatives": [
+            {
+                "group": g,
+                "text": _either(a),
+                "alternatives": [[st.command for st in alt] for alt in a],
+            }
+            for g, a in alts.items()
+        ],
+    }
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2, like the other commands."""
@@ -207,8 +271,12 @@ def doctor(
             _apply(app, report, prevent=prevent, log_path=fix_log, python=python)
         else:
             data = report.to_dict()
+            data["verdict"] = report.verdict
+            data["verdict_line"] = report.verdict_line
             if fix:
-                data["plan"] = [s.to_dict() for s in report.plan()]
+                pd = plan_data(report.plan())
+                data["plan"] = pd["steps"]
+                data["plan_alternatives"] = pd["alternatives"]
             app.out.result(data, render=None if app.out.json_mode or app.out.quiet else _render(report, fix))
             app.exit_code = report.exit_code
     return app.exit_code
@@ -235,7 +303,16 @@ def _apply(
         "log": str(res.log_path),
         "next": res.next_action,
         "steps": [
-            {"n": r.index, "command": r.step.command, "status": r.status, "rc": r.rc} for r in res.results
+            {
+                "n": r.index,
+                "command": r.step.command,
+                "argv": list(r.step.argv),
+                "group": r.step.group,
+                "alternative": r.step.alternative,
+                "status": r.status,
+                "rc": r.rc,
+            }
+            for r in res.results
         ],
     }
     lines = Lines()

@@ -163,7 +163,16 @@ def finding_quote(origin: str, line: str) -> str:
 
 
 def _gpu_expected(f: Facts) -> bool:
-    return bool(f.gpu_present) or bool(f.gpus) or _driver_works(f)
+    """A GPU is meant to be here: one is seen or stated, or an NVIDIA driver is installed."""
+    if f.gpu_present is False and not f.gpus:
+        return False
+    driver_pkg = any(
+        re.match(r"(nvidia-driver|nvidia-dkms|kmod-nvidia|akmod-nvidia|nvidia-open|nvidia$|nvidia-\d+$|"
+                 r"libnvidia-compute|xserver-xorg-video-nvidia)", p)
+        for p in f.os_packages or {}
+    )
+    return (bool(f.gpu_present) or bool(f.gpus) or _driver_works(f) or driver_pkg
+            or bool(f.driver_version or f.loaded_module_version or f.module_flavour))
 
 
 def _driver_cuda_verdict(ctx: Ctx, cuda: str) -> tuple[bool | None, str, str | None]:

@@ -127,12 +127,12 @@ def check_cdi_stale(ctx: Ctx) -> list[Finding]:
     # "crun: cannot stat `/lib64/libEGL_nvidia.so.550.54.14`: No such file or directory"
     gone: list[str] = []
     for o, ln in ctx.lines():
-        m = re.search(r"(?:cannot stat|stat|no such file)\W+[`'\"]?(/\S*(?:nvidia|libcuda)\S*?)[`'\"]?:\s*"
-                      r"(?:No such file|no such file)", ln, re.I)
+        m = re.search(r"(?:cannot stat|stat'?ing(?: file)?|stat)\W+[`'\"]?(/\S*(?:nvidia|libcuda)\S*?)"
+                      r"[`'\"]?:\s*(?:No such file|no such file)", ln, re.I)
         if m and re.search(r"crun|runc|OCI|CDI|container", ln + o, re.I):
             lines.append(_quote(o, ln))
             gone.append(m.group(1))
-    drv = f.driver_version or f.loaded_module_version
+    drv = f.driver_version or f.userspace_driver_version or f.loaded_module_version
     stale = sorted(v for v in f.cdi_driver_versions if drv and v != drv)
     for path in gone:
         m = re.search(r"\.so\.(\d{3}\.\d+(?:\.\d+)?)$", path)

@@ -183,6 +183,20 @@ def check_cudnn(ctx: Ctx) -> list[Finding]:
                     f"{tf.dist} {tf.version} needs cuDNN {b.cudnn}; ldconfig has no libcudnn.so.{major}"
                 )
                 title = f"cuDNN {b.cudnn} for {tf.dist} {tf.version} is not installed"
+    # TensorFlow says only "Cannot dlopen some GPU libraries"; a cuDNN of another major than its
+    # tested build's (tensorflow.org/install/source#gpu) is one library it cannot open.
+    covers: list[str] = []
+    dlopen = ctx.hit("tf_cannot_dlopen_gpu_libraries", "tf_could_not_load_dynamic_library")
+    if not ev and tf and tf.version and f.cudnn_versions and dlopen and ctx.kb is not None:
+        b = _ask_kb(ctx, lambda kb: kb.tensorflow_build(tf.version))
+        majors = {v.split(".")[0] for v in f.cudnn_versions}
+        wheel = any(k.startswith("nvidia-cudnn") for k in f.cuda_wheels)
+        if b is not None and b.cudnn and b.cudnn.split(".")[0] not in majors and not wheel:
+            ev.append(_hit_quote(dlopen))
+            ev.append(f"{tf.dist} {tf.version} is built and tested with cuDNN {b.cudnn}")
+            title = (f"{tf.dist} {tf.version} needs cuDNN {b.cudnn.split('.')[0]}; "
+                     f"cuDNN {', '.join(sorted(majors))} is installed")
+            covers.append("framework_cuda_variant_mismatch")
     if not ev:
         return []
     if f.cudnn_versions:
@@ -195,6 +209,7 @@ def check_cudnn(ctx: Ctx) -> list[Finding]:
             code="cudnn_missing_or_wrong_version",
             severity="error",
             title=title or "cuDNN problem",
+            covers=covers,
             evidence=ev,
             explanation="The framework build needs cuDNN of a specific major (and, for torch, at least "
             "the minor) version, built for the same CUDA major.",

@@ -69,7 +69,9 @@ class LazyKB:
 
 
 def _summary(f: Any) -> dict[str, str]:
-    def s(v: object) -> str:
+    def s(v: object, fact: str | None = None) -> str:
+        if (v is None or v == "") and fact and fact in f.unreadable:
+            return "unreadable (the tool's answer is not a valid value; not used)"
         return "could not collect" if v is None or v == "" else str(v)
 
     gpus = ", ".join(
@@ -82,10 +84,10 @@ def _summary(f: Any) -> dict[str, str]:
     )
     return {
         "os": s(f.os_name),
-        "kernel": s(f.kernel),
+        "kernel": s(f.kernel, "kernel"),
         "gpus": gpus or ("none" if f.gpu_present is False else s(None)),
-        "driver": s(f.driver_version),
-        "kernel module loaded": s(f.loaded_module_version),
+        "driver": s(f.driver_version, "driver_version"),
+        "kernel module loaded": s(f.loaded_module_version, "loaded_module_version"),
         "CUDA (driver supports)": s(f.cuda_driver_version),
         "CUDA toolkit": s(", ".join(f"{t.version} ({t.path})" for t in f.toolkits) or f.nvcc_version),
         "cuDNN": s(", ".join(f.cudnn_versions)),

@@ -23,9 +23,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from gpuops.doctor import plans
 from gpuops.doctor.checks import containers, cuda, driver, frameworks, hardware, kmod, platform
 from gpuops.doctor.checks.base import Ctx, _driver_works, _gpu_expected, finding_quote, make_ctx
+from gpuops.doctor.checks.lazy import plans
 from gpuops.doctor.evidence import GPU_TOPIC, Evidence
 from gpuops.doctor.findings import CODES, Finding
 from gpuops.doctor.groups import group

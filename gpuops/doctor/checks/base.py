@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpuops.doctor.evidence import join_nvrm
 from gpuops.doctor.facts import Facts
 from gpuops.doctor.history import PackageChange
-from gpuops.doctor.signatures import Signature
+
+if TYPE_CHECKING:
+    from gpuops.doctor.signatures import Signature
 
 T = TypeVar("T")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from gpuops.doctor import plans
 from gpuops.doctor.checks.base import (
     Ctx,
     _driver_works,
@@ -14,6 +13,7 @@ from gpuops.doctor.checks.base import (
     _quote,
     _stated,
 )
+from gpuops.doctor.checks.lazy import plans
 from gpuops.doctor.findings import Finding
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-from gpuops.doctor import plans
 from gpuops.doctor.checks.base import (
     Ctx,
     _driver_works,
@@ -17,6 +16,7 @@ from gpuops.doctor.checks.base import (
     _stated,
     vkey,
 )
+from gpuops.doctor.checks.lazy import plans
 from gpuops.doctor.findings import Finding
 
 

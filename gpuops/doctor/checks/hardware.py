@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from gpuops.doctor import plans
 from gpuops.doctor.checks.base import Ctx, _driver_works, _stated, finding_quote
+from gpuops.doctor.checks.lazy import plans
 from gpuops.doctor.findings import Finding
 
 # Xid 79: "GPU has fallen off the bus" (NVIDIA Xid catalogue).

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from gpuops.doctor import plans
 from gpuops.doctor.checks.base import Ctx, _quote, _stated
+from gpuops.doctor.checks.lazy import plans
 from gpuops.doctor.findings import Finding
 
 SOURCE = "https://docs.nvidia.com/cuda/wsl-user-guide/index.html"

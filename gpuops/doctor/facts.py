@@ -348,10 +348,9 @@ def _in_container(cap: Capture) -> bool | None:
     return None
 
 
-def facts_from_capture(cap: Capture) -> Facts:
-    f = Facts()
+def _platform_facts(cap: Capture, f: Facts) -> None:
+    """OS, kernel, Python, container, environment, attached logs."""
     st = cap.stated
-
     # -- platform ---------------------------------------------------------------------------
     f.os_name = _os_name(cap.file("/etc/os-release")) or (st.os if st else None)
     f.kernel = cap.platform.kernel or (st.kernel if st else None)
@@ -368,6 +367,10 @@ def facts_from_capture(cap: Capture) -> Facts:
                 LogRecord(origin=f"--deep {d.framework}", text=(d.output or "") + "\n" + (d.error or ""))
             )
 
+
+def _driver_facts(cap: Capture, f: Facts) -> P.SmiResult | None:
+    """nvidia-smi, NVML and PCI: the driver, its CUDA, the GPUs. Returns the parsed nvidia-smi."""
+    st = cap.stated
     # -- driver / GPUs ----------------------------------------------------------------------
     smi = cap.cmd("nvidia-smi")
     smi_res: P.SmiResult | None = None
@@ -438,6 +441,14 @@ def facts_from_capture(cap: Capture) -> Facts:
     if f.gpu_present is None and f.smi_status in ("no_driver", "mismatch"):
         f.gpu_present = None  # a driver is installed; the GPU is likely there but unconfirmed
 
+    return smi_res
+
+
+def _kernel_module_facts(cap: Capture, f: Facts, smi_res: P.SmiResult | None) -> None:
+    """The kernel module: loaded, installed, per kernel, DKMS."""
+    st = cap.stated
+    nv = cap.nvml
+    smi = cap.cmd("nvidia-smi")
     # kernel module: loaded / installed / per kernel
     proc_ver = cap.file("/proc/driver/nvidia/version")
     if proc_ver:
@@ -520,6 +531,10 @@ def facts_from_capture(cap: Capture) -> Facts:
     if "/var/lib/dkms/nvidia*/*" in cap.globs:
         f.dkms_trees = cap.globs["/var/lib/dkms/nvidia*/*"]
 
+
+def _secure_boot_facts(cap: Capture, f: Facts) -> None:
+    """Secure Boot state."""
+    st = cap.stated
     # Secure Boot
     mok = cap.cmd("mokutil-sb-state")
     if mok is not None and mok.ran:
@@ -534,7 +549,9 @@ def facts_from_capture(cap: Capture) -> Facts:
         f.secure_boot = st.secure_boot
         f.stated_keys.add("secure_boot")
 
-    # nouveau
+
+def _nouveau_facts(cap: Capture, f: Facts) -> None:
+    """nouveau: loaded, blacklisted."""
     f.cmdline = cap.file("/proc/cmdline")
     confs = [rec.content for path, rec in cap.files.items() if "modprobe.d" in path and rec.content]
     by_conf = any(P.modprobe_blacklists_nouveau(c) for c in confs) if "modprobe.d" in cap.globs else None
@@ -550,6 +567,10 @@ def facts_from_capture(cap: Capture) -> Facts:
     if f.kernel_log is not None and f.kernel_log.nouveau_bound:
         f.nouveau_loaded = True
 
+
+def _package_facts(cap: Capture, f: Facts) -> None:
+    """OS packages (dpkg, rpm, pacman) and what reports state."""
+    st = cap.stated
     # -- packages ---------------------------------------------------------------------------
     for key, parse, mgr in (
         ("dpkg-query", P.parse_dpkg_query, "dpkg"),
@@ -571,6 +592,10 @@ def facts_from_capture(cap: Capture) -> Facts:
         f.os_packages = {**{k: v or "?" for k, v in st.os_packages.items()}, **(f.os_packages or {})}
         f.stated_keys.add("os_packages")
 
+
+def _cuda_facts(cap: Capture, f: Facts) -> None:
+    """CUDA toolkits, cuDNN, the loader's search path."""
+    st = cap.stated
     # -- CUDA toolkits, cuDNN, loader path ----------------------------------------------------
     nvcc = cap.cmd("nvcc")
     if nvcc is not None and nvcc.ran:
@@ -627,6 +652,10 @@ def facts_from_capture(cap: Capture) -> Facts:
 
     f.frameworks = _frameworks(cap, f)
 
+
+def _docker_facts(cap: Capture, f: Facts) -> None:
+    """Docker, the container toolkit, CDI, Fabric Manager."""
+    st = cap.stated
     # -- Docker -------------------------------------------------------------------------------
     di = cap.cmd("docker-info")
     if di is not None and di.ran:
@@ -653,6 +682,20 @@ def facts_from_capture(cap: Capture) -> Facts:
     if fm is not None and fm.ran:
         f.fabricmanager = fm.stdout.strip() or None
 
+
+def facts_from_capture(cap: Capture) -> Facts:
+    """The capture parsed into facts, one function per area; ``facts_more`` adds the failure modes
+    beyond the first fixtures, and ``evidence`` every failing text."""
+    f = Facts()
+    _platform_facts(cap, f)
+    smi_res = _driver_facts(cap, f)
+    _kernel_module_facts(cap, f, smi_res)
+    _secure_boot_facts(cap, f)
+    _nouveau_facts(cap, f)
+    _package_facts(cap, f)
+    _cuda_facts(cap, f)
+    f.frameworks = _frameworks(cap, f)
+    _docker_facts(cap, f)
     f.history = timeline(cap)
     from gpuops.doctor.facts_more import derive_all
 

@@ -68,9 +68,9 @@ def load_envs(env_dir: Path | None) -> tuple[list[EnvSummary], str | None]:
 
 def _ccs(facts: Facts, kb: Any | None) -> list[str]:
     """Each distinct compute capability of the GPUs (looked up by name where the probe gave none)."""
-    from gpuops.doctor.checks.base import Ctx, _gpu_cc
+    from gpuops.doctor.facts import gpu_ccs
 
-    return list(dict.fromkeys(cc for _, cc in _gpu_cc(Ctx(facts=facts, kb=kb))))
+    return list(dict.fromkeys(cc for _, cc in gpu_ccs(facts, kb)))
 
 
 def _verdict(e: EnvSummary, cuda: str | None, ok: bool | None, reasons: list[str]) -> EnvVerdict:

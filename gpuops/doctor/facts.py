@@ -683,6 +683,23 @@ def _docker_facts(cap: Capture, f: Facts) -> None:
         f.fabricmanager = fm.stdout.strip() or None
 
 
+def gpu_ccs(f: Facts, kb: Any | None) -> list[tuple[str, str]]:
+    """(name, compute capability) of each distinct GPU: the derived fact checks, plans and the
+    environment verdicts share. A GPU the probe gave no capability for is looked up by name in the
+    knowledge base (``kb``, may be None or broken: then it is left out)."""
+    out: list[tuple[str, str]] = []
+    for g in f.gpus or []:
+        cc = g.cc
+        if cc is None and g.name and kb is not None:
+            try:
+                cc = kb.gpu_cc(g.name)
+            except Exception:  # an incomplete or broken knowledge base: unknown
+                cc = None
+        if cc and (g.name or "?", cc) not in out:
+            out.append((g.name or "?", cc))
+    return out
+
+
 def facts_from_capture(cap: Capture) -> Facts:
     """The capture parsed into facts, one function per area; ``facts_more`` adds the failure modes
     beyond the first fixtures, and ``evidence`` every failing text."""

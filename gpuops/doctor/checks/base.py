@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpuops.doctor.evidence import join_nvrm
-from gpuops.doctor.facts import Facts
+from gpuops.doctor.facts import Facts, gpu_ccs
 from gpuops.doctor.history import PackageChange
 
 if TYPE_CHECKING:
@@ -140,15 +140,8 @@ def _recent(f: Facts, *kinds: str, n: int = 3) -> list[PackageChange]:
 
 
 def _gpu_cc(ctx: Ctx) -> list[tuple[str, str]]:
-    """(name, cc) of each distinct GPU, looking the cc up by name when the probe did not give it."""
-    out = []
-    for g in ctx.facts.gpus or []:
-        cc = g.cc
-        if cc is None and g.name:
-            cc = _ask_kb(ctx, lambda kb, name=g.name: kb.gpu_cc(name))
-        if cc and (g.name or "?", cc) not in out:
-            out.append((g.name or "?", cc))
-    return out
+    """(name, cc) of each distinct GPU (``gpuops.doctor.facts.gpu_ccs``)."""
+    return gpu_ccs(ctx.facts, ctx.kb)
 
 
 def _gpu_cc_lines(f: Facts, ccs: list[tuple[str, str]]) -> list[str]:

@@ -26,12 +26,9 @@ _VARIANT = re.compile(r"cu\d{2,3}|cpu|rocm\d+(\.\d+)*")
 
 
 def _ccs(f: Facts, ctx: Ctx) -> list[tuple[str, str]]:
-    try:
-        from gpuops.doctor.checks.base import _gpu_cc
+    from gpuops.doctor.facts import gpu_ccs
 
-        return _gpu_cc(ctx)
-    except Exception:  # the checks moved or the knowledge base failed: the probed ones
-        return [(g.name or "?", g.cc) for g in f.gpus or [] if g.cc]
+    return gpu_ccs(f, ctx.kb)
 
 
 def best_torch_variant(f: Facts, ctx: Ctx, torch_version: str | None) -> str | None:

@@ -550,6 +550,140 @@ _FILTERS = {
 }
 
 
+def _read_kernel_module(runner: Runner, cap: Capture) -> None:
+    """Secure Boot, installed kernels and their NVIDIA modules, headers, DKMS trees and build logs,
+    MOK keys, modprobe.d, the kernel command line in grub, the device nodes."""
+    sb = runner.read_bytes(SECURE_BOOT_VAR, limit=64)
+    if sb is not None:
+        cap.files[SECURE_BOOT_VAR] = FileRecord(content=" ".join(f"{b:02x}" for b in sb))
+    elif runner.glob("/sys/firmware/efi"):
+        cap.files[SECURE_BOOT_VAR] = FileRecord(error="missing")
+    cap.globs["/sys/firmware/efi"] = runner.glob("/sys/firmware/efi")
+    cap.globs["/lib/modules/*"] = runner.glob("/lib/modules/*")
+    for pat in MODULE_GLOBS:
+        cap.globs[pat] = runner.glob(pat)
+    cap.globs["/lib/modules/*/build"] = runner.glob("/lib/modules/*/build")
+    cap.globs["/usr/src/linux-headers-*"] = runner.glob("/usr/src/linux-headers-*")
+    cap.globs["/usr/src/kernels/*"] = runner.glob("/usr/src/kernels/*")
+    cap.globs["/var/lib/dkms/nvidia*/*"] = runner.glob("/var/lib/dkms/nvidia*/*")
+    conf = sorted(
+        set(
+            runner.glob("/etc/modprobe.d/*.conf")
+            + runner.glob("/lib/modprobe.d/*.conf")
+            + runner.glob("/usr/lib/modprobe.d/*.conf")
+            + runner.glob("/run/modprobe.d/*.conf")
+        )
+    )
+    cap.globs["modprobe.d"] = conf
+    for c in conf:
+        fr = runner.read(c, limit=20_000)
+        if fr.content is not None and re.search(r"nouveau|nvidia", fr.content):
+            cap.files[c] = fr
+    cap.globs["/dev/nvidia*"] = runner.glob("/dev/nvidia*")
+    for key in MOK_KEYS:
+        cap.globs[key] = runner.glob(key)
+    grub = runner.read("/etc/default/grub", limit=200_000)
+    if grub.content is not None:
+        lines = [ln for ln in grub.content.splitlines() if ln.startswith("GRUB_CMDLINE_LINUX")]
+        grub = FileRecord(content="\n".join(lines) + "\n", truncated=True)
+    cap.files["/etc/default/grub"] = grub
+    for tree in cap.globs["/var/lib/dkms/nvidia*/*"]:
+        log = f"{tree}/build/make.log"
+        fr = runner.read(log, limit=5_000_000)
+        if fr.content is not None:  # the last lines hold the compiler's error
+            cap.files[log] = FileRecord(content="\n".join(fr.content.splitlines()[-80:]) + "\n",
+                                        truncated=True)
+
+
+def _read_cuda(runner: Runner, cap: Capture, environ: dict[str, str], prefix: str | None) -> None:
+    """CUDA toolkits, cuDNN headers, CUDA libraries on LD_LIBRARY_PATH, conda's CUDA packages, WSL's
+    libcuda."""
+    cap.globs["/usr/local/cuda*"] = runner.glob("/usr/local/cuda*")
+    link = runner.readlink("/usr/local/cuda")
+    if link:
+        cap.files["readlink /usr/local/cuda"] = FileRecord(content=link)
+    for d in cap.globs["/usr/local/cuda*"]:
+        for name in ("version.json", "version.txt"):
+            p = f"{d}/{name}"
+            if p not in cap.files:
+                fr = runner.read(p)
+                if fr.content is not None:
+                    cap.files[p] = fr
+        cap.globs[f"{d}/dist-info/*"] = runner.glob(f"{d}/dist-info/nvidia_cuda_runtime-*")
+    for pat in (
+        "/usr/include/cudnn_version*.h",
+        "/usr/include/*/cudnn_version*.h",
+        "/usr/local/cuda*/include/cudnn_version*.h",
+        "/usr/include/cudnn.h",
+    ):
+        for p in runner.glob(pat):
+            fr = runner.read(p, limit=20_000)
+            if fr.content is not None:
+                lines = [
+                    ln
+                    for ln in fr.content.splitlines()
+                    if re.match(r"#define CUDNN_(MAJOR|MINOR|PATCHLEVEL)\b", ln)
+                ]
+                cap.files[p] = FileRecord(content="\n".join(lines) + "\n", truncated=True)
+    for d in (environ.get("LD_LIBRARY_PATH") or "").split(":"):
+        if d:
+            cap.globs[f"ldpath:{d}"] = [
+                p
+                for p in runner.glob(f"{d}/lib*.so*")
+                if re.search(
+                    r"/lib(cudnn|cudart|cublas|cuda|nvidia-ml|nvrtc|cusolver|cufft|nccl)[^/]*$", p
+                )
+            ]
+    cap.globs["/usr/lib/wsl/lib/libcuda.so*"] = runner.glob("/usr/lib/wsl/lib/libcuda.so*")
+    if prefix:
+        cap.globs["conda-meta"] = [
+            p.rsplit("/", 1)[-1]
+            for p in runner.glob(f"{prefix}/conda-meta/*.json")
+            if re.search(r"/(py)?torch|cpuonly|cpu-only|cudatoolkit|cuda-|cudnn|tensorflow|cupy|jax", p)
+        ]
+
+
+def _read_containers(runner: Runner, cap: Capture, environ: dict[str, str]) -> None:
+    """CDI specs, the container toolkit's configuration, where docker comes from (a snap?)."""
+    cap.globs["/etc/cdi/*"] = runner.glob("/etc/cdi/*")
+    cap.globs["/var/run/cdi/*"] = runner.glob("/var/run/cdi/*")
+    for spec in cap.globs["/etc/cdi/*"] + cap.globs["/var/run/cdi/*"]:
+        fr = runner.read(spec, limit=2_000_000)
+        if fr.content is not None:  # only the lines that name driver files by version
+            keep = [ln for ln in fr.content.splitlines() if re.search(r"\.so\.\d{3}\.", ln)][:50]
+            cap.files[spec] = FileRecord(content="\n".join(keep) + "\n", truncated=True)
+    cap.globs["/etc/nvidia-container-runtime/config.toml"] = runner.glob(
+        "/etc/nvidia-container-runtime/config.toml"
+    )
+    docker = None
+    for d in (environ.get("PATH") or "").split(":"):
+        if d and runner.glob(f"{d}/docker"):
+            docker = f"{d}/docker"
+            break
+    cap.globs["which docker"] = [docker] if docker else []
+    cap.globs["/snap/bin/docker"] = runner.glob("/snap/bin/docker")
+
+
+
+def _read_history(runner: Runner, cap: Capture) -> None:
+    """apt's and dpkg's logs, reduced to the driver/CUDA/kernel/container packages."""
+    for p in [
+        "/var/log/apt/history.log",
+        *runner.glob("/var/log/apt/history.log.*.gz"),
+        *runner.glob("/var/log/apt/history.log.[0-9]"),
+    ]:
+        fr = runner.read(p, limit=20_000_000)
+        if fr.content is not None:
+            fr = FileRecord(content=_history_filter(fr.content), truncated=fr.truncated)
+        cap.files[p] = fr
+    for p in ["/var/log/dpkg.log", *runner.glob("/var/log/dpkg.log.[0-9]")]:
+        fr = runner.read(p, limit=20_000_000)
+        if fr.content is not None:
+            fr = FileRecord(content=_dpkg_log_filter(fr.content), truncated=fr.truncated)
+        cap.files[p] = fr
+
+
+
 def collect(
     *,
     runner: Runner | None = None,
@@ -612,120 +746,10 @@ def collect(
     cap.packages = dists
 
     if not quick:
-        sb = runner.read_bytes(SECURE_BOOT_VAR, limit=64)
-        if sb is not None:
-            cap.files[SECURE_BOOT_VAR] = FileRecord(content=" ".join(f"{b:02x}" for b in sb))
-        elif runner.glob("/sys/firmware/efi"):
-            cap.files[SECURE_BOOT_VAR] = FileRecord(error="missing")
-        cap.globs["/sys/firmware/efi"] = runner.glob("/sys/firmware/efi")
-        cap.globs["/lib/modules/*"] = runner.glob("/lib/modules/*")
-        for pat in MODULE_GLOBS:
-            cap.globs[pat] = runner.glob(pat)
-        cap.globs["/lib/modules/*/build"] = runner.glob("/lib/modules/*/build")
-        cap.globs["/usr/src/linux-headers-*"] = runner.glob("/usr/src/linux-headers-*")
-        cap.globs["/usr/src/kernels/*"] = runner.glob("/usr/src/kernels/*")
-        cap.globs["/var/lib/dkms/nvidia*/*"] = runner.glob("/var/lib/dkms/nvidia*/*")
-        conf = sorted(
-            set(
-                runner.glob("/etc/modprobe.d/*.conf")
-                + runner.glob("/lib/modprobe.d/*.conf")
-                + runner.glob("/usr/lib/modprobe.d/*.conf")
-                + runner.glob("/run/modprobe.d/*.conf")
-            )
-        )
-        cap.globs["modprobe.d"] = conf
-        for c in conf:
-            fr = runner.read(c, limit=20_000)
-            if fr.content is not None and re.search(r"nouveau|nvidia", fr.content):
-                cap.files[c] = fr
-        cap.globs["/usr/local/cuda*"] = runner.glob("/usr/local/cuda*")
-        link = runner.readlink("/usr/local/cuda")
-        if link:
-            cap.files["readlink /usr/local/cuda"] = FileRecord(content=link)
-        for d in cap.globs["/usr/local/cuda*"]:
-            for name in ("version.json", "version.txt"):
-                p = f"{d}/{name}"
-                if p not in cap.files:
-                    fr = runner.read(p)
-                    if fr.content is not None:
-                        cap.files[p] = fr
-            cap.globs[f"{d}/dist-info/*"] = runner.glob(f"{d}/dist-info/nvidia_cuda_runtime-*")
-        for pat in (
-            "/usr/include/cudnn_version*.h",
-            "/usr/include/*/cudnn_version*.h",
-            "/usr/local/cuda*/include/cudnn_version*.h",
-            "/usr/include/cudnn.h",
-        ):
-            for p in runner.glob(pat):
-                fr = runner.read(p, limit=20_000)
-                if fr.content is not None:
-                    lines = [
-                        ln
-                        for ln in fr.content.splitlines()
-                        if re.match(r"#define CUDNN_(MAJOR|MINOR|PATCHLEVEL)\b", ln)
-                    ]
-                    cap.files[p] = FileRecord(content="\n".join(lines) + "\n", truncated=True)
-        for d in (environ.get("LD_LIBRARY_PATH") or "").split(":"):
-            if d:
-                cap.globs[f"ldpath:{d}"] = [
-                    p
-                    for p in runner.glob(f"{d}/lib*.so*")
-                    if re.search(
-                        r"/lib(cudnn|cudart|cublas|cuda|nvidia-ml|nvrtc|cusolver|cufft|nccl)[^/]*$", p
-                    )
-                ]
-        cap.globs["/etc/cdi/*"] = runner.glob("/etc/cdi/*")
-        cap.globs["/var/run/cdi/*"] = runner.glob("/var/run/cdi/*")
-        for spec in cap.globs["/etc/cdi/*"] + cap.globs["/var/run/cdi/*"]:
-            fr = runner.read(spec, limit=2_000_000)
-            if fr.content is not None:  # only the lines that name driver files by version
-                keep = [ln for ln in fr.content.splitlines() if re.search(r"\.so\.\d{3}\.", ln)][:50]
-                cap.files[spec] = FileRecord(content="\n".join(keep) + "\n", truncated=True)
-        cap.globs["/dev/nvidia*"] = runner.glob("/dev/nvidia*")
-        cap.globs["/usr/lib/wsl/lib/libcuda.so*"] = runner.glob("/usr/lib/wsl/lib/libcuda.so*")
-        for key in MOK_KEYS:
-            cap.globs[key] = runner.glob(key)
-        grub = runner.read("/etc/default/grub", limit=200_000)
-        if grub.content is not None:
-            lines = [ln for ln in grub.content.splitlines() if ln.startswith("GRUB_CMDLINE_LINUX")]
-            grub = FileRecord(content="\n".join(lines) + "\n", truncated=True)
-        cap.files["/etc/default/grub"] = grub
-        for tree in cap.globs["/var/lib/dkms/nvidia*/*"]:
-            log = f"{tree}/build/make.log"
-            fr = runner.read(log, limit=5_000_000)
-            if fr.content is not None:  # the last lines hold the compiler's error
-                cap.files[log] = FileRecord(content="\n".join(fr.content.splitlines()[-80:]) + "\n",
-                                            truncated=True)
-        cap.globs["/etc/nvidia-container-runtime/config.toml"] = runner.glob(
-            "/etc/nvidia-container-runtime/config.toml"
-        )
-        if pyinfo.prefix:
-            cap.globs["conda-meta"] = [
-                p.rsplit("/", 1)[-1]
-                for p in runner.glob(f"{pyinfo.prefix}/conda-meta/*.json")
-                if re.search(r"/(py)?torch|cpuonly|cpu-only|cudatoolkit|cuda-|cudnn|tensorflow|cupy|jax", p)
-            ]
-        for p in [
-            "/var/log/apt/history.log",
-            *runner.glob("/var/log/apt/history.log.*.gz"),
-            *runner.glob("/var/log/apt/history.log.[0-9]"),
-        ]:
-            fr = runner.read(p, limit=20_000_000)
-            if fr.content is not None:
-                fr = FileRecord(content=_history_filter(fr.content), truncated=fr.truncated)
-            cap.files[p] = fr
-        for p in ["/var/log/dpkg.log", *runner.glob("/var/log/dpkg.log.[0-9]")]:
-            fr = runner.read(p, limit=20_000_000)
-            if fr.content is not None:
-                fr = FileRecord(content=_dpkg_log_filter(fr.content), truncated=fr.truncated)
-            cap.files[p] = fr
-        docker = None
-        for d in (environ.get("PATH") or "").split(":"):
-            if d and runner.glob(f"{d}/docker"):
-                docker = f"{d}/docker"
-                break
-        cap.globs["which docker"] = [docker] if docker else []
-        cap.globs["/snap/bin/docker"] = runner.glob("/snap/bin/docker")
+        _read_kernel_module(runner, cap)
+        _read_cuda(runner, cap, environ, pyinfo.prefix)
+        _read_containers(runner, cap, environ)
+        _read_history(runner, cap)
 
     cap.pci = _pci(runner)
 

@@ -55,18 +55,58 @@ def spec_error_from_validation(path: str | Path, err: ValidationError) -> SpecEr
     return SpecError(path, field, expected, got)
 
 
-def read_yaml(path: str | Path) -> Any:
+MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of YAML
+
+
+def read_yaml(path: str | Path, max_bytes: int = MAX_SPEC_BYTES) -> Any:
+    """The YAML document of a spec file: UTF-8 text, at most ``max_bytes``, aliases bounded.
+
+    Anything else (UTF-16, binary, a NUL byte, nesting too deep, an alias bomb) is one
+    ``SpecError`` line naming the file."""
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{p}: no such file")
+    if "\x00" in str(p):
+        raise UsageError(f"{str(p)!r}: not a valid path (it holds a NUL byte)")
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
+        if not p.is_file():
+            raise UsageError(f"{p}: no such file")
+        with open(p, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except ValueError:  # a NUL in the path itself
+        raise UsageError(f"{str(p)!r}: not a valid path (it holds a NUL byte)") from None
+    except OSError as e:
+        raise UsageError(f"{p}: cannot read ({e.strerror or e})") from None
+    if len(raw) > max_bytes:
+        raise SpecError(p, "", f"a spec of at most {max_bytes // 1024} KB of YAML")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00"):
+        raise SpecError(p, "", "UTF-8 text (this file is UTF-16 or UTF-32; save it as UTF-8)")
+    if b"\x00" in raw:
+        at = raw.index(b"\x00")
+        raise SpecError(p, "", f"UTF-8 YAML text (byte {at} is NUL: a binary file?)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError(p, "", f"UTF-8 text (byte {e.start} is not UTF-8)") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(text, Loader=loader)
+        if node is None:
+            return None
+        from gpuops.doctor.capture import check_yaml_nodes
+
+        check_yaml_nodes(node, str(p), what="spec")
+        return yaml.SafeLoader("").construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SpecError(p, "", f"valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        why = " ".join(str(getattr(e, "problem", None) or e).split())[:300]
+        raise SpecError(p, "", f"valid YAML{where}: {why}") from None
+    except RecursionError:
+        raise SpecError(p, "", "valid YAML (nested too deeply)") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise SpecError(p, "", f"valid YAML: {first}") from None
 
 
 def validate(path: str | Path, data: Any, model: type[M]) -> M:

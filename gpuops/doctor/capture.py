@@ -287,6 +287,89 @@ def save_capture(capture: Capture, path: str | Path) -> Path:
     return p
 
 
+# Bounds on what a capture file may hold, checked before anything is built from it. A real capture
+# is a few hundred KB with a few thousand values; these stop a hostile or broken file (an alias
+# bomb, a count of 1e9, a 5,000-digit integer) from costing minutes or all the memory.
+MAX_NODES = 1_000_000  # values in the document with every alias expanded
+MAX_LIST = 100_000  # items in one list or mapping
+MAX_INT_DIGITS = 40  # an integer literal longer than this is no size, count or version
+MAX_GPU_COUNT = 1024  # stated.gpus[].count: more GPUs than any one machine has
+
+
+def check_yaml_nodes(root: Any, where: str, what: str = "capture") -> None:
+    """Refuse a composed YAML document that would expand past ``MAX_NODES`` or holds absurd scalars.
+
+    Aliases point at the same node object, so the expanded size is counted once per node
+    (memoised by identity) without building anything: a 1 MB alias bomb takes milliseconds."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    order: list[tuple[Any, bool]] = [(root, False)]
+    while order:  # iterative post-order walk: deep nesting cannot overflow the stack
+        node, done = order.pop()
+        key = id(node)
+        if key in sizes and not done:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+                line = node.start_mark.line + 1 if node.start_mark else "?"
+                raise UsageError(f"{where}: malformed {what} at line {line}: an integer of "
+                                 f"{len(node.value)} characters (at most {MAX_INT_DIGITS})")
+            sizes[key] = 1
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = [c for pair in node.value for c in pair]
+        if len(node.value) > MAX_LIST:
+            raise UsageError(f"{where}: malformed {what}: a list or mapping of {len(node.value)} items "
+                             f"(at most {MAX_LIST})")
+        if not done:
+            sizes[key] = -1  # in progress: a recursive alias points back here
+            order.append((node, True))
+            order.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        total = 1
+        for c in children:
+            n = sizes.get(id(c), 1)
+            total += 1 if n < 0 else n
+        if total > MAX_NODES:
+            raise UsageError(f"{where}: refused: the YAML expands to more than {MAX_NODES:,} values "
+                             "(aliases repeated over and over; not a gpuops capture)")
+        sizes[key] = total
+
+
+def _check_values(data: Any, where: str) -> None:
+    """Bounds on the decoded document (a YAML or a JSON one): list lengths, integer sizes, counts."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    seen = 0
+    while stack:
+        value, loc = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise UsageError(f"{where}: refused: more than {MAX_NODES:,} values (not a gpuops capture)")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if value.bit_length() > 128:
+                raise UsageError(f"{where}: malformed capture at {loc or '(top)'}: expected an integer of "
+                                 f"at most {MAX_INT_DIGITS} digits")
+            continue
+        if isinstance(value, list | dict):
+            if len(value) > MAX_LIST:
+                raise UsageError(f"{where}: malformed capture at {loc or '(top)'}: expected at most "
+                                 f"{MAX_LIST:,} items, got {len(value):,}")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((v, f"{loc}.{k}" if loc else str(k)) for k, v in items)
+    stated = data.get("stated") if isinstance(data, dict) else None
+    gpus = stated.get("gpus") if isinstance(stated, dict) else None
+    for i, gpu in enumerate(gpus if isinstance(gpus, list) else []):
+        count = gpu.get("count") if isinstance(gpu, dict) else None
+        if isinstance(count, int | float) and not isinstance(count, bool) and not 0 <= count <= MAX_GPU_COUNT:
+            raise UsageError(f"{where}: malformed capture at stated.gpus.{i}.count: expected a number of "
+                             f"GPUs from 0 to {MAX_GPU_COUNT}, got {count!r}")
+
+
 def parse_capture(data: Any, where: str = "capture") -> Capture:
     """Validate a decoded capture document; one clear ``UsageError`` line when it is not one."""
     if not isinstance(data, dict):
@@ -300,6 +383,7 @@ def parse_capture(data: Any, where: str = "capture") -> Capture:
             f"{where}: unknown capture format_version {ver!r}; this gpuops reads version {FORMAT_VERSION}",
             hint="upgrade gpuops, or re-capture with this version",
         )
+    _check_values(data, where)
     pydantic = _import("pydantic", "validate the capture", where)
     TypeAdapter, ValidationError = pydantic.TypeAdapter, pydantic.ValidationError
     try:
@@ -310,22 +394,43 @@ def parse_capture(data: Any, where: str = "capture") -> Capture:
         raise UsageError(f"{where}: malformed capture at {loc or '(top)'}: {first['msg']}") from None
 
 
-def load_capture(path: str | Path) -> Capture:
+def load_capture(path: str | Path, max_bytes: int = 64 * 1024 * 1024) -> Capture:
     p = Path(path)
     yaml = _import("yaml", "read the capture", str(p))
     if not p.is_file():
         raise UsageError(f"{p}: no such capture file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{p}: cannot read the capture ({e})") from None
+        with open(p, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as e:
+        raise UsageError(f"{p}: cannot read the capture ({e.strerror or e})") from None
+    if len(raw) > max_bytes:
+        raise UsageError(f"{p}: refused: larger than {max_bytes // (1024 * 1024)} MB (not a gpuops capture)")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UsageError(f"{p}: not a gpuops capture (encoded as UTF-16; expected UTF-8 YAML text)")
+    if b"\x00" in raw:
+        raise UsageError(f"{p}: not a gpuops capture (binary data: a NUL byte; expected UTF-8 YAML text)")
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load(text, Loader=loader)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{p}: not a gpuops capture (expected UTF-8 text; byte {e.start} is not)") from None
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        # Compose first (aliases stay shared nodes), check the sizes, then build the values.
+        node = yaml.compose(text, Loader=loader_cls)
+        if node is None:
+            data = None
+        else:
+            check_yaml_nodes(node, str(p))
+            constructor = yaml.SafeLoader("")
+            data = constructor.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        why = " ".join(str(getattr(e, "problem", None) or e).split())[:300]
+        raise UsageError(f"{p}: not valid YAML{at}: {why}") from None
     except RecursionError:
         raise UsageError(f"{p}: not valid YAML (nested too deeply)") from None
+    except (ValueError, TypeError, OverflowError) as e:  # a value the constructor cannot build
+        raise UsageError(f"{p}: not valid YAML: {str(e).splitlines()[0][:200]}") from None
     return parse_capture(data, str(p))

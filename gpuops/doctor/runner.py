@@ -9,6 +9,7 @@ permission error come back as values in the record, never as exceptions. Tests u
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 import shutil
@@ -46,6 +47,67 @@ def _cut(text: str, limit: int = MAX_OUTPUT) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[... truncated by gpuops]\n"
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the tool's whole session: a hung tool may have children holding the pipes."""
+    try:
+        os.killpg(proc.pid, 9)
+    except OSError:
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+
+def _collect(proc: subprocess.Popen[bytes], timeout: float, limit: int) -> tuple[bytes, bytes, str | None]:
+    """Read both pipes as the tool writes them, never more than ``limit`` bytes each.
+
+    Returns (stdout, stderr, why): ``why`` is None, ``"timeout"`` (the tool ran past ``timeout``) or
+    ``"too_much_output"`` (a pipe passed ``limit``); in both cases the tool's session is killed.
+    Output is never read whole first: a tool that prints without end costs ``limit`` bytes."""
+    import selectors
+
+    assert proc.stdout is not None and proc.stderr is not None
+    fd_out, fd_err = proc.stdout.fileno(), proc.stderr.fileno()
+    bufs: dict[int, bytearray] = {fd_out: bytearray(), fd_err: bytearray()}
+    sel = selectors.DefaultSelector()
+    for pipe in (proc.stdout, proc.stderr):
+        sel.register(pipe.fileno(), selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    why: str | None = None
+    try:
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = "timeout"
+                break
+            for key, _ in sel.select(timeout=min(left, 0.5)):
+                fd = key.fd
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                buf = bufs[fd]
+                room = limit + 1 - len(buf)
+                buf += chunk[:room]
+                if len(buf) > limit:
+                    why = "too_much_output"
+            if why:
+                break
+    finally:
+        sel.close()
+    if why:
+        _kill_group(proc)
+    try:
+        proc.wait(timeout=max(deadline - time.monotonic(), 0) + (2 if why else 0.5))
+    except subprocess.TimeoutExpired:  # the pipes closed but the tool lives on
+        why = why or "timeout"
+        _kill_group(proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+    for pipe in (proc.stdout, proc.stderr):
+        with contextlib.suppress(OSError):
+            pipe.close()
+    return bytes(bufs[fd_out][:limit]), bytes(bufs[fd_err][:limit]), why
+
+
 class LiveRunner:
     """Runs on this host. ``root`` re-bases file paths (``/proc/x`` -> ``root/proc/x``)."""
 
@@ -55,10 +117,12 @@ class LiveRunner:
         root: str | Path | None = None,
         path: str | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
+        max_output: int = MAX_OUTPUT,
     ) -> None:
         self.root = str(root) if root else ""
         self.path = path  # PATH used to find binaries; None = the process's PATH
         self.default_timeout = default_timeout
+        self.max_output = max_output  # bytes kept per pipe; past it the tool is killed
 
     def _p(self, path: str) -> str:
         return self.root + path if self.root else path
@@ -88,32 +152,19 @@ class LiveRunner:
             return CommandRecord(argv=argv, error="permission")
         except OSError as e:
             return CommandRecord(argv=argv, error="failed_to_start", stderr=str(e))
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            # Kill the whole session: a hung tool may have children holding the pipes.
-            try:
-                os.killpg(proc.pid, 9)
-            except OSError:
-                proc.kill()
-            try:
-                out, err = proc.communicate(timeout=2)
-            except subprocess.TimeoutExpired:
-                out, err = b"", b""
-            return CommandRecord(
-                argv=argv,
-                rc=None,
-                error="timeout",
-                stdout=_cut(out.decode("utf-8", "replace")),
-                stderr=_cut(err.decode("utf-8", "replace")),
-                seconds=round(time.perf_counter() - t0, 3),
-            )
+        out, err, why = _collect(proc, timeout, self.max_output)
+        seconds = round(time.perf_counter() - t0, 3)
+        rc = proc.returncode
+        error: Any = why
+        if why is None and rc is not None and rc < 0:
+            error = "crashed"  # killed by a signal (SIGSEGV: rc -11); not by us
         return CommandRecord(
             argv=argv,
-            rc=proc.returncode,
-            stdout=_cut(out.decode("utf-8", "replace")),
-            stderr=_cut(err.decode("utf-8", "replace")),
-            seconds=round(time.perf_counter() - t0, 3),
+            rc=None if why == "timeout" else rc,
+            error=error,
+            stdout=_cut(out.decode("utf-8", "replace"), self.max_output),
+            stderr=_cut(err.decode("utf-8", "replace"), self.max_output),
+            seconds=seconds,
         )
 
     def read(self, path: str, limit: int = MAX_FILE) -> FileRecord:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,30 +31,67 @@ from gpuops.specs import read_yaml, validate
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Bounds that no real experiment comes near, so that an absurd value (batch_size: 1e9, a seed of
+# -1) is a clear spec error before a run exists rather than a run that FAILED after minutes.
+MAX_BATCH = 65_536
+MAX_ITERATIONS = 100_000_000
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**31 - 1  # numpy's seeds are 32-bit; gpuops adds the DDP rank
+MAX_PATCH = 1024
+MAX_PATCHES = 2_000_000
+MAX_PATCH_POOL_BYTES = 16 * 1024**3  # sampling=random keeps inputs and targets in memory
+MAX_COUNT = 10_000_000  # subsets, image counts
+# MLflow's own limits (mlflow/utils/validation.py, MLflow 3.x): experiment names 500 characters,
+# tag keys 250, tag values 8,000; tag keys of "/ \w . - : space" only, no ".." or leading "/".
+# Experiment names are also folder names under mlruns/ (255 bytes on most filesystems): 200 here.
+MAX_NAME = 200
+MAX_RUN_NAME = 250
+MAX_TAG_KEY = 250
+MAX_TAG_VALUE = 5000  # what gpuops keeps of a tag (Tracker.log); MLflow allows 8,000
+MAX_TAGS = 100
+MAX_PATH = 4096
+_TAG_KEY = re.compile(r"^[/\w.\- :]+$")
+# Tags gpuops sets itself: a spec may not set them (mlflow.* are MLflow's system tags).
+RESERVED_TAG_PREFIXES = ("mlflow.", "gpuops.", "env.")
+RESERVED_TAGS = frozenset({"spec.hash", "spec.name", "spec.task", "git.commit", "git.dirty"})
+
+
+def _check_path(v: str) -> str:
+    if not v or not v.strip():
+        raise ValueError("a folder path (not empty)")
+    if len(v) > MAX_PATH:
+        raise ValueError(f"a path of at most {MAX_PATH} characters")
+    if any(ord(c) < 32 for c in v):
+        raise ValueError("a path without NUL or other control characters")
+    return v
 
 
 # --------------------------------------------------------------------------- shared sections
 class TrainSpec(_Strict):
     """How long and how to optimise. Exactly one of ``iterations`` and ``epochs``."""
 
-    iterations: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1)
+    iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine", "step", "onecycle"] = "constant"
-    warmup: int = Field(0, ge=0)  # iterations of linear warm-up
-    step_every: int | None = Field(None, ge=1)  # schedule=step: multiply lr by gamma every N iterations
+    warmup: int = Field(0, ge=0, le=MAX_ITERATIONS)  # iterations of linear warm-up
+    # schedule=step: multiply lr by gamma every N iterations
+    step_every: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
     gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # classify only
-    subset: int | None = Field(None, ge=1)  # classify: train on the first N examples of a seeded shuffle
-    log_every: int = Field(50, ge=1)
-    checkpoint_every: int = Field(0, ge=0)  # iterations; 0 = no intermediate checkpoints
+    # classify: train on the first N examples of a seeded shuffle
+    subset: int | None = Field(None, ge=1, le=MAX_COUNT)
+    log_every: int = Field(50, ge=1, le=MAX_ITERATIONS)
+    checkpoint_every: int = Field(0, ge=0, le=MAX_ITERATIONS)  # iterations; 0 = no intermediate checkpoints
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainSpec:
@@ -64,16 +102,47 @@ class TrainSpec(_Strict):
 
 class TrackingSpec(_Strict):
     experiment: str | None = None  # MLflow experiment; default: the spec's name
-    run_name: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    run_name: str | None = Field(None, min_length=1, max_length=MAX_RUN_NAME)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
     system_metrics: bool | None = None  # None: on when an NVIDIA GPU is present
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_name(v)
+        return v
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, v: str | None) -> str | None:
+        if v is not None and any(ord(c) < 32 for c in v):
+            raise ValueError("a run name without control characters")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not key or len(key) > MAX_TAG_KEY or not _TAG_KEY.match(key):
+                raise ValueError(f"tag keys of at most {MAX_TAG_KEY} letters, digits, '_', '-', '.', ':', "
+                                 f"'/' and spaces (MLflow's rule), got {key[:80]!r}")
+            if ".." in key.split("/") or key.startswith("/") or key != key.strip():
+                raise ValueError(f"a tag key that is not a path going elsewhere, got {key[:80]!r}")
+            if key.startswith(RESERVED_TAG_PREFIXES) or key in RESERVED_TAGS:
+                raise ValueError(f"a tag key of your own: {key!r} is reserved (mlflow.*, gpuops.*, env.*, "
+                                 "spec.*, git.* are set by MLflow and gpuops)")
+            if len(value) > MAX_TAG_VALUE:
+                raise ValueError(f"tag values of at most {MAX_TAG_VALUE} characters "
+                                 f"({key!r} has {len(value)})")
+        return v
 
 
 class ResourcesSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast on CUDA only
-    gpus: int = Field(1, ge=1)  # > 1: torchrun with DDP (nccl on GPU, gloo on CPU)
-    threads: int | None = Field(None, ge=1)  # torch CPU threads
+    gpus: int = Field(1, ge=1, le=64)  # > 1: torchrun with DDP (nccl on GPU, gloo on CPU)
+    threads: int | None = Field(None, ge=1, le=1024)  # torch CPU threads
     channels_last: bool = False  # CUDA only
 
 
@@ -83,12 +152,17 @@ class SRData(_Strict):
     eval: str = "data/Set5"
     scale: int = Field(3, ge=2, le=8)
     colour: Literal["y", "rgb"] = "y"
-    patch: int = Field(33, ge=8)  # HR patch size
-    stride: int = Field(14, ge=1)  # sampling=grid
+    patch: int = Field(33, ge=8, le=MAX_PATCH)  # HR patch size
+    stride: int = Field(14, ge=1, le=MAX_PATCH)  # sampling=grid
     sampling: Literal["grid", "random"] = "grid"
-    patches: int = Field(20000, ge=1)  # sampling=random: size of the patch pool drawn once
+    patches: int = Field(20000, ge=1, le=MAX_PATCHES)  # sampling=random: size of the patch pool drawn once
     augment: bool = False  # sampling=random: flips and 90° rotations
-    train_images: int | None = Field(None, ge=1)  # use the first N training images
+    train_images: int | None = Field(None, ge=1, le=MAX_COUNT)  # use the first N training images
+
+    @field_validator("train", "eval")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _check_path(v)
 
 
 class SRModel(_Strict):
@@ -97,6 +171,7 @@ class SRModel(_Strict):
     activation: Literal["relu", "leaky_relu"] = "relu"
     padding: Literal["valid", "same"] = "valid"
     batch_norm: bool = False
+    residual: bool = False  # espcn/fsrcnn: add the bicubic enlargement of the input to the output
 
     @field_validator("layers")
     @classmethod
@@ -114,7 +189,7 @@ class SREval(_Strict):
     panels: bool = True  # bicubic | model | ground truth images as artifacts
     # Evaluate on the centre crop (this many HR pixels square) of each image instead of the whole
     # image; the whole-image bicubic baseline is then logged too, as val/psnr_bicubic_full.
-    crop: int | None = Field(None, ge=16)
+    crop: int | None = Field(None, ge=16, le=16384)
 
 
 # --------------------------------------------------------------------------- classification
@@ -122,7 +197,12 @@ class ClassifyData(_Strict):
     dataset: Literal["cifar10", "digits"] = "cifar10"
     root: str = "data/cifar10"  # cifar-10-python.tar.gz or cifar-10-batches-py/ in here
     augment: bool = True  # random crop (padding) + horizontal flip
-    test_subset: int | None = Field(None, ge=1)  # evaluate on the first N test examples
+    test_subset: int | None = Field(None, ge=1, le=MAX_COUNT)  # evaluate on the first N test examples
+
+    @field_validator("root")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _check_path(v)
 
 
 class ClassifyModel(_Strict):
@@ -132,14 +212,14 @@ class ClassifyModel(_Strict):
 class ClassifyEval(_Strict):
     every: int | None = Field(None, ge=1)  # iterations; None = only at the end
     tta_flip: bool = False  # average logits over the image and its mirror
-    batch_size: int = Field(1000, ge=1)
+    batch_size: int = Field(1000, ge=1, le=MAX_BATCH)
 
 
 class SweepSpec(_Strict):
     """Defaults for ``gpuops sweep`` (``--param`` on the command line replaces them)."""
 
     param: str  # a dotted spec key, e.g. train.subset
-    values: list[int | float | str] = Field(min_length=1)
+    values: list[int | float | str] = Field(min_length=1, max_length=1000)
     metric: str | None = None  # what the plot shows; default val/accuracy or val/psnr
 
 
@@ -147,10 +227,18 @@ class SweepSpec(_Strict):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def _check_name(v: str) -> str:
+    if len(v) > MAX_NAME:
+        raise ValueError(f"a name of at most {MAX_NAME} characters (got {len(v)})")
+    if not _NAME.match(v) or ".." in v:
+        raise ValueError("a name of letters, digits, '_', '.', '-'")
+    return v
+
+
 class _Experiment(_Strict):
     name: str
-    description: str = ""
-    seed: int = 0
+    description: str = Field("", max_length=10_000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     train: TrainSpec
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -159,9 +247,7 @@ class _Experiment(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("a name of letters, digits, '_', '.', '-'")
-        return v
+        return _check_name(v)
 
 
 class SRExperiment(_Experiment):
@@ -200,18 +286,34 @@ class ResolvedExperiment:
         return self.spec.tracking.experiment or self.spec.name
 
     def to_dict(self) -> dict[str, Any]:
-        """The document stored as the run's ``spec.yaml`` (enough to resume the run)."""
+        """The document stored as the run's ``spec.yaml`` (enough to resume the run). Tags with a
+        secret-looking key (they are never logged as tags) and their overrides are left out."""
+        spec = self.spec.model_dump(mode="json")
+        tracking = spec.get("tracking") or {}
+        tracking["tags"] = {k: v for k, v in (tracking.get("tags") or {}).items() if not is_secret_key(k)}
         return {
-            "spec": self.spec.model_dump(mode="json"),
+            "spec": spec,
             "source": self.source,
             "spec_hash": self.spec_hash,
-            "overrides": list(self.overrides),
+            "overrides": self.public_overrides(),
             "smoke": self.smoke,
         }
 
+    def public_overrides(self) -> list[str]:
+        """``--set`` items, without those whose key looks like a credential."""
+        return [o for o in self.overrides if not is_secret_key(o.partition("=")[0].strip())]
+
     def params(self) -> dict[str, str]:
-        """The whole resolved spec, flattened: ``model.layers``, ``train.lr``, ..."""
-        return flatten(self.spec.model_dump(mode="json"))
+        """The whole resolved spec, flattened: ``model.layers``, ``train.lr``, ... (secret-named
+        keys left out)."""
+        return {k: v for k, v in flatten(self.spec.model_dump(mode="json")).items() if not is_secret_key(k)}
+
+
+def is_secret_key(key: str) -> bool:
+    """A key that names a credential (token, secret, password, key, credential, ...)."""
+    from gpuops.tracking.tracker import is_secret_key as _is_secret
+
+    return _is_secret(key)
 
 
 def resolved_from_dict(doc: dict[str, Any], where: str = "spec.yaml") -> ResolvedExperiment:
@@ -309,7 +411,7 @@ def _validate_task(path: str | Path, data: Any) -> SRExperiment | ClassifyExperi
     if not isinstance(data, dict):
         raise SpecError(path, "", "a mapping of experiment fields", type(data).__name__)
     task = data.get("task")
-    if task not in _TASKS:
+    if not isinstance(task, str) or task not in _TASKS:
         raise SpecError(path, "task", f"one of {', '.join(_TASKS)}", task)
     return validate(path, data, _TASKS[task])
 
@@ -388,8 +490,83 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, *, smo
                                 "in the repository root and in the working directory)", value)
         data_fields[name] = str(found)
     spec = spec.model_copy(update={"data": spec.data.model_copy(update=data_fields)})
+    _check_data(path, spec, download=download)
     return ResolvedExperiment(spec=spec, source=str(path.resolve()), spec_hash=h, overrides=overrides,
                               smoke=smoke)
+
+
+# Kernel and device trees: reading "images" there blocks, never ends or reads hardware.
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+MAX_DECODED = 100  # images fully decoded per folder; the rest are checked by their headers (verify)
+
+
+def _under(path: Path, root: str) -> bool:
+    return path == Path(root) or Path(root) in path.parents
+
+
+def _check_folder(spec_file: Path, field: str, folder: Path, raw: str) -> Path:
+    real = Path(os.path.realpath(folder))
+    for root in FORBIDDEN_ROOTS:
+        if _under(real, root):
+            raise SpecError(spec_file, field, f"a data folder outside {', '.join(FORBIDDEN_ROOTS)}", raw)
+    if not real.is_dir():
+        raise SpecError(spec_file, field, "a folder (this is a file)", raw)
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise SpecError(spec_file, field, "a folder this user can read (permission denied)", raw)
+    return real
+
+
+def _check_images(spec_file: Path, field: str, folder: Path, raw: str, *, first: int | None,
+                  min_side: int, why: str) -> None:
+    """Every image the trainer will read from ``folder`` opens, decodes and is at least
+    ``min_side`` pixels on both sides (the images are listed as ``gpuops.sr.data`` lists them)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from gpuops.sr.data import IMAGE_SUFFIXES
+
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as e:
+        raise SpecError(spec_file, field, f"a readable image folder ({e.strerror or e})", raw) from None
+    if not files:
+        raise SpecError(spec_file, field, f"a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                        "it has none", raw)
+    used = files[:first] if first else files
+    for i, p in enumerate(used):
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+                if i < MAX_DECODED:
+                    im.load()  # a truncated or corrupt file fails here, not minutes into a run
+                else:
+                    im.verify()
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise SpecError(spec_file, field, f"decodable images; {p.name} is not ({reason})", raw) from None
+        if min(w, h) < min_side:
+            raise SpecError(spec_file, field, f"images of at least {min_side}x{min_side} pixels ({why}); "
+                            f"{p.name} is {w}x{h}", raw)
+
+
+def _check_data(spec_file: Path, spec: SRExperiment | ClassifyExperiment, *, download: bool) -> None:
+    if isinstance(spec, SRExperiment):
+        d = spec.data
+        for name, first in (("train", d.train_images), ("eval", None)):
+            raw = getattr(d, name)
+            folder = _check_folder(spec_file, f"data.{name}", Path(raw), raw)
+            _check_images(spec_file, f"data.{name}", folder, raw, first=first, min_side=d.patch,
+                          why=f"data.patch is {d.patch}")
+        channels = 1 if d.colour == "y" else 3
+        if d.sampling == "random":
+            pool = d.patches * d.patch * d.patch * channels * 4 * 2  # float32 inputs and targets
+            if pool > MAX_PATCH_POOL_BYTES:
+                raise SpecError(spec_file, "data.patches", f"a patch pool that fits in memory (at most "
+                                f"{MAX_PATCH_POOL_BYTES // 1024**3} GiB; {d.patches} patches of {d.patch}x"
+                                f"{d.patch} take {pool / 1024**3:.0f} GiB)", d.patches)
+    elif spec.data.dataset == "cifar10":
+        root = Path(spec.data.root)
+        if root.exists() or not download:
+            _check_folder(spec_file, "data.root", root, spec.data.root)
 
 
 def _cross_checks(path: Path, spec: SRExperiment | ClassifyExperiment) -> None:

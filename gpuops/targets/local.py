@@ -7,7 +7,11 @@ folder; ``follow`` reads them while it runs. Whatever happens to the child (a cr
 kill), ``wait`` makes sure the run does not stay RUNNING.
 
 The child stays in the caller's process group, so a Ctrl-C at the terminal reaches both; the
-child ends its run as KILLED, and the parent checks.
+child ends its run as KILLED, and the parent checks. A SIGTERM or SIGHUP of the parent alone is
+passed on (``stop``). The child gets SIGTERM from the kernel when the parent dies, even by SIGKILL
+(``PR_SET_PDEATHSIG``, set between fork and exec), and ends its run KILLED itself. Its pid, host and
+start time are tagged on the run (``gpuops.trainer.*``), so that ``--resume`` refuses a run whose
+trainer still lives.
 """
 
 from __future__ import annotations
@@ -30,10 +34,14 @@ _STATE = {"FINISHED": JobState.SUCCEEDED, "FAILED": JobState.FAILED, "KILLED": J
           "RUNNING": JobState.RUNNING, "SCHEDULED": JobState.PENDING}
 
 
-def worker_command(resolved_file: Path, run_id: str, tracking_uri: str, events: Path, *, resume: bool,
+def worker_command(resolved_file: Path, run_id: str, tracking_uri: str | None, events: Path, *, resume: bool,
                    gpus: int, device: str) -> list[str]:
+    """The trainer's command line. ``tracking_uri`` None: the trainer reads ``MLFLOW_TRACKING_URI``
+    (used for a URI with a password, which must not show in ``ps``)."""
     args = ["-m", "gpuops.train.worker", "--resolved", str(resolved_file), "--run-id", run_id,
-            "--tracking-uri", tracking_uri, "--events", str(events)]
+            "--events", str(events)]
+    if tracking_uri is not None:
+        args += ["--tracking-uri", tracking_uri]
     if resume:
         args.append("--resume")
     if gpus > 1:
@@ -49,6 +57,27 @@ def worker_command(resolved_file: Path, run_id: str, tracking_uri: str, events: 
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 *args]
     return [sys.executable, *args]
+
+
+PARENT_ENV = "GPUOPS_PARENT_PID"
+JOBDIR_ENV = "GPUOPS_JOBDIR"
+TRAINER_TAG = "gpuops.trainer"  # gpuops.trainer.pid / .host / .start
+
+
+def refuse_if_trainer_alive(tracker: Any, run_id: str) -> None:
+    """``--resume`` of a run whose trainer still runs would put two trainers on one run: refuse."""
+    from gpuops.errors import UsageError
+    from gpuops.tracking.procs import same_process_alive
+
+    try:
+        tags = tracker.client.get_run(run_id).data.tags
+    except Exception:  # no such run: Tracker.start says so in its own words
+        return
+    ident = {k[len(TRAINER_TAG) + 1:]: v for k, v in tags.items() if k.startswith(TRAINER_TAG + ".")}
+    if "pid" in ident and same_process_alive(ident):
+        raise UsageError(f"run {run_id} is still being trained (pid {ident['pid']} on {ident.get('host')}); "
+                         "not starting a second trainer on it",
+                         hint=f"wait for it, or stop it first (kill {ident['pid']}), then --resume")
 
 
 class LocalTarget:
@@ -68,6 +97,8 @@ class LocalTarget:
         opts = request.options
         tracker = Tracker(request.tracking_uri)
         resume = bool(opts.get("resume"))
+        if resume and request.run_id:
+            refuse_if_trainer_alive(tracker, request.run_id)
         resolved = opts.get("resolved")
         if resolved is None:
             if resume and request.run_id:
@@ -77,18 +108,49 @@ class LocalTarget:
                                            download=bool(opts.get("download")))
         run_id = prepare_run(tracker, resolved, target=str(opts.get("target_tag", "local")),
                              run_id=request.run_id, parent_run_id=opts.get("parent_run_id"))  # type: ignore[arg-type]
-        jobdir = Path(tempfile.mkdtemp(prefix="gpuops-job-"))
-        resolved_file = jobdir / "resolved.json"
-        resolved_file.write_text(json.dumps(resolved.to_dict()))
-        events, log = jobdir / "events.jsonl", jobdir / "worker.log"
-        events.touch()
-        cmd = worker_command(resolved_file, run_id, tracker.tracking_uri, events, resume=resume,
-                             gpus=resolved.spec.resources.gpus, device=resolved.spec.resources.device)
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-        self._procs[str(proc.pid)] = proc
+        jobdir: Path | None = None
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            jobdir = Path(tempfile.mkdtemp(prefix="gpuops-job-"))
+            resolved_file = jobdir / "resolved.json"
+            resolved_file.write_text(json.dumps(resolved.to_dict()))
+            events, log = jobdir / "events.jsonl", jobdir / "worker.log"
+            events.touch()
+            from gpuops.tracking.tracker import redact_uri
+
+            secret_uri = redact_uri(tracker.tracking_uri) != tracker.tracking_uri
+            cmd = worker_command(resolved_file, run_id, None if secret_uri else tracker.tracking_uri, events,
+                                 resume=resume, gpus=resolved.spec.resources.gpus,
+                                 device=resolved.spec.resources.device)
+            env = dict(os.environ)
+            if secret_uri:
+                env["MLFLOW_TRACKING_URI"] = tracker.tracking_uri
+            env.setdefault("PYTHONUNBUFFERED", "1")
+            # The worker removes the job folder itself when it finds this process gone at its end.
+            env.update({PARENT_ENV: str(os.getpid()), JOBDIR_ENV: str(jobdir)})
+            from gpuops.tracking.procs import child_dies_with_parent, process_identity
+
+            with open(log, "wb") as logf:
+                proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=child_dies_with_parent())
+            self._procs[str(proc.pid)] = proc
+            ident = process_identity(proc.pid)
+            with contextlib.suppress(Exception):  # only --resume's safety check reads these
+                tracker.set_tags({f"{TRAINER_TAG}.{k}": v for k, v in ident.items()})
+        except BaseException as e:  # the run exists: never leave it RUNNING without a trainer
+            from gpuops.tracking.tracker import mark_if_running, redact_text
+
+            with contextlib.suppress(Exception):
+                mark_if_running(tracker.tracking_uri, run_id,
+                                "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED",
+                                redact_text(f"the trainer could not be started: {type(e).__name__}: {e}"))
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+            if jobdir is not None:
+                import shutil
+
+                shutil.rmtree(jobdir, ignore_errors=True)
+            raise
         return Job(target=self.name, job_id=str(proc.pid), run_id=run_id,
                    details={"jobdir": str(jobdir), "events": str(events), "log": str(log),
                             "tracking_uri": tracker.tracking_uri, "experiment": resolved.experiment_name,
@@ -126,8 +188,10 @@ class LocalTarget:
                     return
                 time.sleep(0.2)
 
-    def stop(self, job: Job, *, signalled: bool = False, grace: float = 30.0) -> None:
-        """Interrupt the trainer (SIGINT, then SIGTERM, then SIGKILL) and make sure the run is KILLED."""
+    def stop(self, job: Job, *, signalled: bool = False, grace: float = 30.0,
+             reason: str = "stopped by gpuops (Ctrl-C)") -> None:
+        """Interrupt the trainer (SIGINT, then SIGTERM, then SIGKILL) and make sure the run is KILLED.
+        ``signalled``: the trainer got the same signal (a Ctrl-C at the terminal reaches both)."""
         proc = self._proc(job)
         if proc is not None and proc.poll() is None:
             if signalled:
@@ -146,7 +210,7 @@ class LocalTarget:
                     break
                 except subprocess.TimeoutExpired:
                     continue
-        self._mark(job, "KILLED", "stopped by gpuops (Ctrl-C)")
+        self._mark(job, "KILLED", reason)
 
     # -- following a run --------------------------------------------------------------------
     def follow(self, job: Job, poll: float = 0.2) -> Iterator[dict[str, Any]]:
@@ -177,7 +241,7 @@ class LocalTarget:
         rc = proc.wait() if proc is not None else 1
         if rc == 0:
             status = self._mark(job, "FAILED", "the trainer exited without ending its run")
-        elif rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+        elif rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP):
             status = self._mark(job, "KILLED", f"the trainer was stopped (exit code {rc})")
         else:
             status = self._mark(job, "FAILED", f"the trainer exited with code {rc}:\n{self.tail(job)}")

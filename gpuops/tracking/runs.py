@@ -75,7 +75,7 @@ def run_tags(resolved: ResolvedExperiment, target: str) -> dict[str, str]:
         "spec.task": resolved.spec.task,
         "gpuops.target": target,
         "gpuops.version": __version__,
-        "gpuops.overrides": json.dumps(resolved.overrides),
+        "gpuops.overrides": json.dumps(resolved.public_overrides()),
         "gpuops.smoke": str(resolved.smoke).lower(),
         **resolved.spec.tracking.tags,
     }
@@ -89,19 +89,31 @@ def prepare_run(tracker: Tracker, resolved: ResolvedExperiment, *, target: str =
     import yaml
 
     tags = run_tags(resolved, target)
+    created = run_id is None
     if run_id is None:
         run_id = tracker.start(resolved.experiment_name, run_name=run_name or resolved.spec.tracking.run_name,
                                tags=tags, parent_run_id=parent_run_id)
     else:
         tracker.start(run_id=run_id)
-        have = tracker.tags()
-        if "gpuops.target" in have:  # the caller (docker, aws) knows where it really runs
-            tags.pop("gpuops.target")
-        tracker.set_tags(tags)
-    tracker.log_params(resolved.params())
-    artifacts = {a.path for a in tracker.client.list_artifacts(run_id)}
-    if SPEC_ARTIFACT not in artifacts:
-        tracker.log_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False), SPEC_ARTIFACT)
+    try:
+        if not created:
+            have = tracker.tags()
+            if "gpuops.target" in have:  # the caller (docker, aws) knows where it really runs
+                tags.pop("gpuops.target")
+            tracker.set_tags(tags)
+        tracker.log_params(resolved.params())
+        artifacts = {a.path for a in tracker.client.list_artifacts(run_id)}
+        if SPEC_ARTIFACT not in artifacts:
+            tracker.log_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False), SPEC_ARTIFACT)
+    except BaseException as e:  # never leave a run RUNNING that no trainer will ever end
+        import contextlib
+
+        from gpuops.tracking.tracker import redact_text
+
+        with contextlib.suppress(Exception):
+            tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED",
+                           redact_text(f"setting up the run failed: {type(e).__name__}: {e}"))
+        raise
     return run_id
 
 

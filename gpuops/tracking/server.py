@@ -30,6 +30,8 @@ The handle::
 The server runs with one worker and without MLflow's GenAI job runner (fast to start; set
 ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true`` to have it) in its own process group, so that ``stop()``
 ends uvicorn's children too. Nothing here imports mlflow: the child process does.
+The child is ``gpuops.tracking.supervise``, which runs ``mlflow server`` and ends its whole group
+when this process dies, however it dies (SIGKILL included).
 """
 
 from __future__ import annotations
@@ -168,6 +170,10 @@ def _launch(backend_uri: str, artifacts_dir: Path, host: str, port: int,
     # (scorers, prompt optimisation); gpuops uses none of them, and on a small machine they
     # double the start-up time. A caller who wants them sets the variable to true.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # Through gpuops' supervisor: the server and its workers end when this process does, even
+    # when it is killed with SIGKILL (gpuops.tracking.supervise).
+    env["GPUOPS_SUPERVISOR_PARENT"] = str(os.getpid())
+    cmd = [sys.executable, "-m", "gpuops.tracking.supervise", "--", *cmd]
     log = open(log_path, "ab")  # noqa: SIM115 (closed by MlflowServer.stop)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -28,7 +28,12 @@ VAL_ACCURACY = "val/accuracy"
 VAL_LOSS = "val/loss"
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
-_SECRET = re.compile(r"(secret|token|password|passwd|credential|api[_-]?key|access[_-]?key|auth)", re.I)
+# Keys that name a credential: "secret", "token", "password", "credential" anywhere; "key" and
+# "auth" as a word of the key ("api_key", "tracking.tags.key", "x-auth") but not inside one ("monkey").
+_SECRET = re.compile(r"(secret|token|passw(or)?d|passwd|credential|(^|[^a-z])(api|access|private)?[_-]?key"
+                     r"($|[^a-z])|(^|[^a-z])auth($|[^a-z]|orization))", re.I)
+# userinfo of a URI: scheme://user:password@ or scheme://token@
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?P<pw>:[^/\s]*)?@")
 
 
 def default_tracking_uri() -> str:
@@ -36,19 +41,58 @@ def default_tracking_uri() -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    remember_secrets(resolved)
+    return resolved
+
+
+# Passwords seen in tracking URIs in this process: ``redact_text`` hides them wherever they appear,
+# also where a library quotes them outside a URI.
+_KNOWN_SECRETS: set[str] = set()
+
+
+def remember_secrets(uri: str) -> None:
+    from urllib.parse import unquote
+
+    for m in _USERINFO.finditer(uri):
+        pw = m.group("pw")
+        secret = pw[1:] if pw is not None else m.group("user")
+        for s in {secret, unquote(secret)}:
+            if len(s) >= 3:
+                _KNOWN_SECRETS.add(s)
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET.search(key))
+
+
+def _hide(m: re.Match[str]) -> str:
+    user, pw = m.group("user"), m.group("pw")
+    if pw is None:  # scheme://token@host: the whole userinfo may be the secret
+        return f"{m.group('scheme')}***@"
+    return f"{m.group('scheme')}{user}:***@"
 
 
 def redact_uri(uri: str) -> str:
-    """A tracking URI fit for showing or tagging: user:password@ removed."""
-    return re.sub(r"(://)[^/@]+@", r"\1", uri)
+    """A tracking URI fit for showing or tagging: ``user:password@`` becomes ``user:***@``."""
+    return _USERINFO.sub(_hide, uri)
+
+
+def redact_text(text: str) -> str:
+    """Any text (a message, a traceback) with the password of every URI in it hidden, and every
+    password of a tracking URI this process used."""
+    if "://" in text:
+        text = _USERINFO.sub(_hide, text)
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def redact(mapping: Mapping[str, Any]) -> dict[str, str]:
     """Drop values whose key looks like a credential; strip userinfo from URLs."""
     out: dict[str, str] = {}
     for k, v in mapping.items():
-        if _SECRET.search(k):
+        if is_secret_key(k):
             continue
         s = str(v)
         if "://" in s:
@@ -69,16 +113,32 @@ class Tracker:
     """start -> log (any number of times) -> finish, for one MLflow run."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from mlflow.tracking import MlflowClient
+        from gpuops.tracking.store import ensure_sqlite_store
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        ensure_sqlite_store(self.tracking_uri)  # a new sqlite store: set up once, whole, under a lock
+        from mlflow.tracking import MlflowClient
+
+        try:
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        except Exception as e:  # no driver for the database, an unknown scheme, ...
+            first = (str(e).strip().splitlines() or [""])[0][:400]
+            raise ExternalError(f"cannot open the MLflow store {redact_uri(self.tracking_uri)}: "
+                                f"{type(e).__name__}: {redact_text(first)}") from None
         self.run_id: str | None = None
         self.experiment_id: str | None = None
 
     # -- start ------------------------------------------------------------------------------
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (artifacts beside a sqlite store) when missing."""
+        try:
+            return self._experiment(name)
+        except Exception as e:  # the store is unreachable or refuses: one line, no password in it
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+            raise ExternalError(f"the MLflow store {redact_uri(self.tracking_uri)} failed: "
+                                f"{redact_text(first)}") from None
+
+    def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
@@ -120,7 +180,7 @@ class Tracker:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         except Exception as e:  # a server that is down, a store that cannot be written
             where = redact_uri(self.tracking_uri)
-            raise ExternalError(f"could not create an MLflow run in {where}: {e}") from e
+            raise ExternalError(f"could not create an MLflow run in {where}: {redact_text(str(e))}") from None
         self.run_id = run.info.run_id
         return self.run_id
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -23,8 +24,37 @@ from pathlib import Path
 from typing import Any
 
 
-def _sigterm(_signo: int, _frame: Any) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+def _sigterm(signo: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signo).name)
+
+
+def _parent_pid() -> int | None:
+    try:
+        return int(os.environ.get("GPUOPS_PARENT_PID", ""))
+    except ValueError:
+        return None
+
+
+def _guard_parent() -> None:
+    """End with the parent: SIGTERM from the kernel when it dies (gpuops run killed, even by
+    SIGKILL). gpuops sets this already between fork and exec; set here too for the ranks that
+    torchrun starts (their parent is torchrun, which passes its own SIGTERM on)."""
+    from gpuops.tracking.procs import die_with_parent
+
+    die_with_parent(signal.SIGTERM)
+
+
+def _orphan_cleanup() -> None:
+    """The job folder is the parent's to remove; when the parent died first, the worker does it."""
+    import shutil
+
+    from gpuops.tracking.procs import pid_alive
+
+    parent, jobdir = _parent_pid(), os.environ.get("GPUOPS_JOBDIR")
+    if parent is None or not jobdir or pid_alive(parent):
+        return
+    if Path(jobdir).name.startswith("gpuops-job-"):
+        shutil.rmtree(jobdir, ignore_errors=True)
 
 
 def _system_metrics(spec: Any, device: Any, run_id: str, uri: str) -> Any:
@@ -117,8 +147,9 @@ def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: s
                 result = train_classify(ctx)
         events.emit("summary", metrics=result.final, iterations=result.iterations, start=result.start,
                     seconds=result.seconds)
-    except KeyboardInterrupt:
-        status, error, code = "KILLED", "interrupted (Ctrl-C or SIGTERM)", 130
+    except KeyboardInterrupt as e:
+        why = str(e) or "SIGINT"
+        status, error, code = "KILLED", f"interrupted ({why}: Ctrl-C, SIGTERM or SIGHUP)", 130
     except Interrupted as e:  # a spot notice: checkpointed; `gpuops run --resume RUN_ID` continues
         status, code, interrupted_at = "KILLED", 130, e.iteration
         error = f"{e}; continue with: gpuops run --resume {run_id or '<run id>'} (same --target)"
@@ -183,9 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import faulthandler
+
+    faulthandler.enable()  # a crash in native code (SIGSEGV, SIGABRT) leaves its Python stack in the log
     signal.signal(signal.SIGTERM, _sigterm)
-    doc = json.loads(Path(a.resolved).read_text())
-    return run_worker(doc, a.run_id, a.tracking_uri, a.events, a.resume)
+    signal.signal(signal.SIGHUP, _sigterm)  # a closed SSH session: end the run KILLED, as SIGTERM does
+    try:
+        doc = json.loads(Path(a.resolved).read_text())
+        _guard_parent()
+        code = run_worker(doc, a.run_id, a.tracking_uri, a.events, a.resume)
+    except KeyboardInterrupt:  # before training began: the parent marks the run
+        code = 130
+    _orphan_cleanup()
+    return code
 
 
 if __name__ == "__main__":

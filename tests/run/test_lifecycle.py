@@ -144,20 +144,43 @@ def test_ctrl_c_marks_the_run_killed(tmp_path: Path, data_dir: Path, store: str)
     assert "interrupted" in run.data.tags["gpuops.error"]
 
 
-def test_crash_marks_the_run_failed_with_the_error(tmp_path: Path, data_dir: Path, store: str) -> None:
+def test_a_broken_image_is_refused_before_any_run(tmp_path: Path, data_dir: Path, store: str) -> None:
     broken = tmp_path / "broken_images"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"this is not a PNG file")
     spec = tiny_sr_spec(tmp_path, "crash", data={"train": str(broken)})
     r = run_cli("run", str(spec), "--tracking-uri", store, "--json", cwd=tmp_path)
-    assert r.returncode == 1
-    doc = json.loads(r.stdout)
-    assert doc["status"] == "FAILED"
-    run = client(store).get_run(doc["run_id"])
+    assert r.returncode == 2, r.stderr
+    assert "data.train: expected decodable images; a.png is not" in r.stderr
+    assert client(store).get_experiment_by_name("crash") is None
+
+
+def test_crash_marks_the_run_failed_with_the_error(tmp_path: Path, data_dir: Path, store: str) -> None:
+    """A trainer that raises (here: the image was fine when checked, broken when read) ends its run
+    FAILED with the traceback as the gpuops.error tag and error.txt."""
+    import sys
+
+    from gpuops.tracking.runs import prepare_run
+    from gpuops.tracking.tracker import Tracker
+
+    folder = tmp_path / "images"
+    shutil.copytree(data_dir / "T91", folder)
+    resolved = load_experiment(tiny_sr_spec(tmp_path, "crash", data={"train": str(folder)}))
+    tr = Tracker(store)
+    run_id = prepare_run(tr, resolved)
+    for png in folder.glob("*.png"):  # broken after the check, before the trainer reads them
+        png.write_bytes(b"this is not a PNG file")
+    doc_file = tmp_path / "resolved.json"
+    doc_file.write_text(json.dumps(resolved.to_dict()))
+    r = subprocess.run([sys.executable, "-m", "gpuops.train.worker", "--resolved", str(doc_file), "--run-id",
+                        run_id, "--tracking-uri", store], capture_output=True, text=True, timeout=240,
+                       check=False)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "UnidentifiedImageError" in r.stderr
+    run = client(store).get_run(run_id)
     assert run.info.status == "FAILED"
     assert "UnidentifiedImageError" in run.data.tags["gpuops.error"]
-    assert "UnidentifiedImageError" in doc["error"]
-    assert any(a.path == "error.txt" for a in client(store).list_artifacts(doc["run_id"]))
+    assert any(a.path == "error.txt" for a in client(store).list_artifacts(run_id))
 
 
 def test_a_killed_trainer_never_leaves_the_run_running(tmp_path: Path, data_dir: Path, store: str) -> None:

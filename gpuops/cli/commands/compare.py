@@ -186,6 +186,7 @@ def ui(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _term)  # `kill` stops the server like Ctrl-C does
+    previous_hup = signal.signal(signal.SIGHUP, _term)  # so does a closed terminal
     try:
         with app.guard():
             from gpuops.errors import UsageError
@@ -219,6 +220,7 @@ def ui(
         if server is not None:
             server.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
     app.exit()
 
 

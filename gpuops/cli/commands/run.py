@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +34,58 @@ def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
+class _Stop(KeyboardInterrupt):
+    """SIGTERM or SIGHUP of ``gpuops run``: handled as Ctrl-C, but the trainer did not get it."""
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGTERM (systemd, kill) and SIGHUP (a closed SSH session) end a run as Ctrl-C does."""
+    import signal
+
+    def handler(signo: int, _frame: Any) -> None:
+        raise _Stop(signal.Signals(signo).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _redacted_crash() -> Iterator[None]:
+    """An unexpected exception: its traceback, printed with every URI's password hidden."""
+    try:
+        yield
+    except (GpuopsError, KeyboardInterrupt, typer.Exit, SystemExit):
+        raise
+    except Exception as e:
+        import sys
+        import traceback
+
+        from gpuops.tracking.tracker import redact_text
+
+        sys.stderr.write(redact_text("".join(traceback.format_exception(e))))
+        raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def _redacted_messages() -> Iterator[None]:
+    """A gpuops error's line and hint, with every URI's password hidden (they may quote MLflow)."""
+    try:
+        yield
+    except GpuopsError as e:
+        from gpuops.tracking.tracker import redact_text
+
+        e.message = redact_text(e.message)
+        e.args = (e.message,)
+        if e.hint:
+            e.hint = redact_text(e.hint)
+        raise
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
@@ -49,10 +103,18 @@ def _store_hint(uri: str) -> str:
 def _run_local(app: Application, request: Any, total_hint: int | None = None) -> dict[str, Any]:
     """Launch on the local target, show progress, wait, and return the summary document."""
     from gpuops.targets.local import LocalTarget
-    from gpuops.tracking.tracker import Tracker, redact_uri
 
     target = LocalTarget()
     job = target.launch(request)
+    try:
+        return _follow_local(app, target, job, total_hint)
+    finally:  # every way out: the job folder (resolved spec, events, trainer log) goes
+        target.cleanup(job)
+
+
+def _follow_local(app: Application, target: Any, job: Any, total_hint: int | None) -> dict[str, Any]:
+    from gpuops.tracking.tracker import Tracker, redact_uri
+
     app.out.info(f"run {job.run_id} in experiment {job.details['experiment']!r}")
     summary: dict[str, Any] = {}
     error: str | None = None
@@ -74,8 +136,13 @@ def _run_local(app: Application, request: Any, total_hint: int | None = None) ->
                     summary = ev
                 elif kind == "error":
                     error = ev.get("message")
+    except _Stop as e:  # only this process got it: pass it on to the trainer at once
+        target.stop(job, signalled=False, reason=f"gpuops run got {e}")
+        _keep_log(target, job)
+        raise
     except KeyboardInterrupt:
         target.stop(job, signalled=True)
+        _keep_log(target, job)
         raise
     rc, status = target.wait(job)
     tr = Tracker(str(job.details["tracking_uri"]))
@@ -95,11 +162,32 @@ def _run_local(app: Application, request: Any, total_hint: int | None = None) ->
         "artifact_uri": run.info.artifact_uri,
     }
     if status != "FINISHED":
-        doc["error"] = error or run.data.tags.get("gpuops.error", "")[-2000:] or target.tail(job)
-        doc["trainer_log"] = str(job.details["log"])  # kept for a look at what went wrong
-    else:
-        target.cleanup(job)
+        from gpuops.tracking.tracker import redact_text
+
+        doc["error"] = redact_text(error or run.data.tags.get("gpuops.error", "")[-2000:] or target.tail(job))
+        if _keep_log(target, job):  # the job folder goes; the log stays with the run
+            doc["trainer_log"] = f"{run.info.artifact_uri}/{TRAINER_LOG}"
     return doc
+
+
+TRAINER_LOG = "trainer.log"
+
+
+def _keep_log(target: Any, job: Any) -> bool:
+    """Log the trainer's output as the run's ``trainer.log`` artifact (a run that did not finish)."""
+    from gpuops.tracking.tracker import Tracker, redact_text
+
+    log = Path(str(job.details["log"]))
+    try:
+        text = log.read_text(errors="replace")
+        if not text.strip() or not job.run_id:
+            return False
+        tr = Tracker(str(job.details["tracking_uri"]))
+        tr.run_id = job.run_id
+        tr.log_text(redact_text(text[-1_000_000:]), TRAINER_LOG)
+        return True
+    except Exception:  # the run's status matters more than its log
+        return False
 
 
 def _summary_table(app: Application, doc: dict[str, Any]) -> Any:
@@ -232,8 +320,10 @@ def run(
     Validates the spec (an invalid one is one line and exit code 2, before anything is tracked),
     creates an MLflow run (experiment = the spec's name) with the whole spec as params and the
     environment fingerprint, git commit and spec hash as tags, then trains in a child process
-    with a progress bar and ends with a summary table. Ctrl-C marks the run KILLED, a crash
-    FAILED; --resume RUN_ID continues from the last checkpoint.
+    with a progress bar and ends with a summary table. Ctrl-C, SIGTERM and SIGHUP mark the run
+    KILLED, a crash FAILED (the trainer's log is kept with the run as trainer.log); the trainer
+    never outlives gpuops run. --resume RUN_ID continues from the last checkpoint, and refuses
+    while the run's trainer still runs.
 
     --target aws first shows the plan (instance, region, AMI, spot, hourly price, deadline and
     the most the run can cost, with the price file's date) and asks before launching; --yes
@@ -253,7 +343,7 @@ def run(
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
-    with app.guard():
+    with _redacted_crash(), _stop_signals(), app.guard(), _redacted_messages():
         from gpuops.experiments.spec import load_experiment
         from gpuops.targets import get_target
         from gpuops.targets.base import LaunchRequest
@@ -344,7 +434,7 @@ def sweep(
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
-    with app.guard():
+    with _redacted_crash(), _stop_signals(), app.guard(), _redacted_messages():
         from gpuops.experiments.spec import load_experiment, parse_override
 
         overrides = list(set_ or [])
@@ -463,7 +553,7 @@ def predict(
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
-    with app.guard():
+    with _redacted_crash(), _stop_signals(), app.guard(), _redacted_messages():
         from gpuops.train.predict import predict_image
 
         doc = predict_image(run_id, image, out, device=device, tracking_uri=tracking_uri)

@@ -109,6 +109,45 @@ def sqlite_artifact_root(uri: str) -> str | None:
     return (db.parent / "mlruns").resolve().as_uri()
 
 
+def check_server(uri: str, timeout: float = 3.0) -> None:
+    """For an ``http(s)://`` tracking URI: the server answers its ``/health`` endpoint within
+    ``timeout`` seconds, or one ``UsageError`` line (exit 2). MLflow's own client would retry for
+    minutes (its default retry policy) before failing with a traceback."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    # credentials go in a header, never in the URL that errors could echo
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    req = urllib.request.Request(url, method="GET")
+    if parts.username or parts.password:
+        import base64
+
+        token = base64.b64encode(f"{parts.username or ''}:{parts.password or ''}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read(64)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise UsageError(f"the MLflow tracking server {redact_uri(uri)} refused the credentials "
+                             f"(HTTP {e.code})") from None
+        # a server behind a proxy without /health still answers: it is reachable
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise UsageError(
+            f"the MLflow tracking server {redact_uri(uri)} is not reachable: {redact_text(str(reason))}",
+            hint="start it (`mlflow server`), fix --tracking-uri / MLFLOW_TRACKING_URI, or leave both "
+            "unset for the local store (./mlflow.db)",
+        ) from None
+
+
 class Tracker:
     """start -> log (any number of times) -> finish, for one MLflow run."""
 
@@ -116,6 +155,7 @@ class Tracker:
         from gpuops.tracking.store import ensure_sqlite_store
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        check_server(self.tracking_uri)
         ensure_sqlite_store(self.tracking_uri)  # a new sqlite store: set up once, whole, under a lock
         from mlflow.tracking import MlflowClient
 

@@ -8,9 +8,10 @@ resumed: params already there are left alone, and ``gpuops.target`` is only set 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpuops import __version__
 
@@ -135,3 +136,55 @@ def load_run_spec(tracker: Tracker, run_id: str) -> ResolvedExperiment:
                              "gpuops run, so it cannot be resumed") from e
         doc = yaml.safe_load(p.read_text())
     return resolved_from_dict(doc, where=f"run {run_id}: {SPEC_ARTIFACT}")
+
+
+# MLflow run ids are 32 lowercase hex digits; a shorter reference is a prefix of one.
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_PREFIX = re.compile(r"[0-9a-f]{4,31}")
+
+
+def resolve_run_id(client: Any, ref: str) -> str:
+    """The full id of the run ``ref`` names: a whole run id, or a unique prefix of at least 4 hex
+    digits (as ``gpuops compare`` prints them). One clear ``UsageError`` otherwise: no such run, or
+    a prefix that several runs share (they are listed)."""
+    from gpuops.errors import UsageError
+
+    ref = ref.strip().lower()
+    if _RUN_ID.fullmatch(ref):
+        try:
+            return str(client.get_run(ref).info.run_id)
+        except Exception:
+            raise UsageError(f"no MLflow run {ref} in this store") from None
+    if not _PREFIX.fullmatch(ref):
+        raise UsageError(f"{ref!r} is not a run id (32 hex digits) or a prefix of one (at least 4)")
+    from mlflow.entities import ViewType
+
+    try:
+        exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        found: list[str] = []
+        token = None
+        while exps:
+            page = client.search_runs(exps, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+            found += [r.info.run_id for r in page if r.info.run_id.startswith(ref)]
+            token = page.token
+            if not token:
+                break
+    except Exception as e:
+        raise UsageError(f"cannot look up run {ref}: {type(e).__name__}: {e}") from None
+    if not found:
+        raise UsageError(f"no MLflow run whose id starts with {ref} in this store")
+    if len(found) > 1:
+        raise UsageError(f"{ref} is the start of {len(found)} run ids: {', '.join(sorted(found)[:5])}"
+                         + (" ..." if len(found) > 5 else ""), hint="give more digits")
+    return found[0]
+
+
+def check_resumable(client: Any, run_id: str, *, force: bool = False) -> None:
+    """``--resume`` continues an interrupted run. A FINISHED run was trained and evaluated to its
+    end: continuing it would train and evaluate it again into the same run, so it needs ``--force``."""
+    from gpuops.errors import UsageError
+
+    status = client.get_run(run_id).info.status
+    if status == "FINISHED" and not force:
+        raise UsageError(f"run {run_id} is FINISHED: --resume would train and evaluate it again into it",
+                         hint="start a new run with the same spec (gpuops run SPEC), or add --force")

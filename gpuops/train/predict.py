@@ -15,14 +15,12 @@ def load_run_model(run_id: str, tracking_uri: str | None = None,
     """The run's network (weights loaded, eval mode, on ``device``) and its ``model/config.json``."""
     import torch
 
+    from gpuops.tracking.runs import resolve_run_id
     from gpuops.tracking.tracker import Tracker
     from gpuops.train.common import pick_device
 
     tr = Tracker(tracking_uri)
-    try:
-        tr.client.get_run(run_id)
-    except Exception as e:
-        raise UsageError(f"no MLflow run {run_id!r} in this store") from e
+    run_id = resolve_run_id(tr.client, run_id)  # a whole id or a unique prefix
     tr.run_id = run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -305,3 +305,22 @@ def test_run_id_logs_into_a_run_the_caller_created(tmp_path: Path, data_dir: Pat
     assert run.data.tags["spec.hash"] == resolved.spec_hash
     assert run.data.params["model.layers"] == "8x3x3_1x3x3"
     assert len(c.search_runs([exp])) == 1
+
+
+def test_resume_refuses_finished_and_unknown_runs_and_takes_prefixes(tmp_path: Path, store: str) -> None:
+    from gpuops.tracking.runs import resolve_run_id
+    from gpuops.tracking.tracker import Tracker
+
+    tr = Tracker(store)
+    run_id = tr.start("resume-checks")
+    tr.finish("FINISHED")
+    # a FINISHED run, named by the 8-digit prefix that `gpuops compare` prints
+    r = run_cli("run", "--resume", run_id[:8], "--tracking-uri", store, cwd=tmp_path)
+    assert r.returncode == 2
+    assert f"run {run_id} is FINISHED" in r.stderr and "--force" in r.stderr
+    r = run_cli("run", "--resume", "0123abcd", "--tracking-uri", store, cwd=tmp_path)
+    assert r.returncode == 2 and "no MLflow run whose id starts with 0123abcd" in r.stderr
+    assert "spec.yaml" not in r.stderr
+    assert resolve_run_id(tr.client, run_id[:6].upper()) == run_id
+    r = run_cli("run", "--resume", "not-an-id", "--tracking-uri", store, cwd=tmp_path)
+    assert r.returncode == 2 and "is not a run id" in r.stderr

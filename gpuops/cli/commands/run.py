@@ -291,7 +291,10 @@ def run(
     run_id: Annotated[str | None, typer.Option("--run-id", help="Log into this EXISTING MLflow run "
                                                "(created by the caller, e.g. the docker target).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue this interrupted run from its "
-                                               "last checkpoint, into the same MLflow run.")] = None,
+                                               "last checkpoint, into the same MLflow run (a unique "
+                                               "prefix of its id will do).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --resume: continue even a FINISHED "
+                                        "run.")] = False,
     download: Annotated[bool, typer.Option("--download", help="Fetch CIFAR-10 into data.root first "
                                            "when it is missing.")] = False,
     env: Annotated[str | None, typer.Option("--env", help="Environment (environments/NAME.yaml) for "
@@ -354,6 +357,13 @@ def run(
         if spec is None and not resume:
             raise UsageError("a spec file is needed (e.g. gpuops run experiments/srcnn_y.yaml), "
                              "or --resume RUN_ID")
+        if resume:  # a unique prefix will do; a FINISHED run is not continued without --force
+            from gpuops.tracking.runs import check_resumable, resolve_run_id
+            from gpuops.tracking.tracker import Tracker
+
+            client = Tracker(tracking_uri).client
+            resume = resolve_run_id(client, resume)
+            check_resumable(client, resume, force=force)
         resolved = None
         if not resume:
             resolved = load_experiment(spec, overrides, smoke=smoke, download=download)  # type: ignore[arg-type]

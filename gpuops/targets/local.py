@@ -80,6 +80,47 @@ def refuse_if_trainer_alive(tracker: Any, run_id: str) -> None:
                          hint=f"wait for it, or stop it first (kill {ident['pid']}), then --resume")
 
 
+def visible_gpus(timeout: float = 120.0) -> tuple[int | None, str]:
+    """How many CUDA devices the trainer's interpreter sees (``torch.cuda.device_count()``, asked
+    in a child process: the same Python and environment the trainer gets), and a note when it
+    could not be asked (torch missing or broken)."""
+    code = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"could not ask torch ({type(e).__name__})"
+    out = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not out or not out[-1].isdigit():
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"torch could not be imported: {last[:200]}"
+    return int(out[-1]), ""
+
+
+def check_host_resources(resources: Any) -> None:
+    """Before a run exists: a spec that asks for CUDA, or for more GPUs than this machine has, is
+    refused (one line, exit 2) instead of starting a run that fails or silently uses the CPU."""
+    from gpuops.errors import UsageError
+
+    wants_cuda = resources.device == "cuda"
+    wants_many = resources.gpus > 1 and resources.device != "cpu"
+    if not (wants_cuda or wants_many):
+        return
+    n, note = visible_gpus()
+    if n is None:
+        raise UsageError(f"resources.device={resources.device}, resources.gpus={resources.gpus}: "
+                         f"cannot tell whether this machine has GPUs: {note}",
+                         hint="run gpuops doctor")
+    if wants_cuda and n == 0:
+        raise UsageError("resources.device is cuda, but torch sees no CUDA device on this machine",
+                         hint="run gpuops doctor, or --set resources.device=auto to train on the CPU")
+    if wants_many and resources.gpus > max(n, 1) and (n > 0 or resources.device == "cuda"):
+        raise UsageError(f"resources.gpus is {resources.gpus}, but this machine has {n} CUDA device(s)",
+                         hint=f"--set resources.gpus={max(n, 1)}")
+    if wants_many and n == 0:
+        raise UsageError(f"resources.gpus is {resources.gpus}, but this machine has no CUDA device",
+                         hint="--set resources.device=cpu trains that many CPU processes (gloo) instead")
+
+
 class LocalTarget:
     name = "local"
 
@@ -106,6 +147,8 @@ class LocalTarget:
             else:
                 resolved = load_experiment(request.spec_path, request.overrides, smoke=request.smoke,
                                            download=bool(opts.get("download")))
+        if not resume:
+            check_host_resources(resolved.spec.resources)
         run_id = prepare_run(tracker, resolved, target=str(opts.get("target_tag", "local")),
                              run_id=request.run_id, parent_run_id=opts.get("parent_run_id"))  # type: ignore[arg-type]
         jobdir: Path | None = None

@@ -253,6 +253,11 @@ class Output:
         if self.json_mode or self.quiet:
             yield _NullProgress()
             return
+        if not _stderr_is_terminal():
+            # a log file, a pipe, nohup, CI: a bar redrawn in place shows nothing until the end;
+            # one plain line per update instead (the trainer sends one per train.log_every)
+            yield _LineProgress(self, description, total)
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -274,6 +279,71 @@ class Output:
         ) as prog:
             task = prog.add_task(description, total=total, status="")
             yield _TaskProgress(prog, task)
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _LineProgress:
+    """Progress as plain lines: ``training 500/3000 (17%) · loss 0.0123 · 412 samples/s · ETA 4m10s``."""
+
+    def __init__(self, out: Any, description: str, total: float | None) -> None:
+        import time
+
+        self._out, self._desc, self._total = out, description, total
+        self._completed = 0.0
+        self._status = ""
+        self._start = time.monotonic()
+        self._first: tuple[float, float] | None = None  # (time, completed) of the first update
+
+    def update(self, **kwargs: Any) -> None:
+        import sys
+        import time
+
+        if "total" in kwargs and kwargs["total"] is not None:
+            self._total = kwargs["total"]
+        if "description" in kwargs:
+            self._desc = kwargs["description"]
+        if kwargs.get("status") is not None:
+            self._status = str(kwargs["status"])
+        before = self._completed
+        if "completed" in kwargs and kwargs["completed"] is not None:
+            self._completed = float(kwargs["completed"])
+        self._completed += float(kwargs.get("advance") or 0)
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, self._completed)
+            if "completed" in kwargs and kwargs.get("status") is None:
+                return  # the start position (a resume), not progress yet
+        if self._completed == before and kwargs.get("status") is None:
+            return
+        parts = [f"{self._desc} {int(self._completed)}"]
+        if self._total:
+            parts[0] += f"/{int(self._total)} ({100 * self._completed / self._total:.0f}%)"
+        if self._status:
+            parts.append(self._status)
+        t0, c0 = self._first
+        if self._total and self._completed > c0 and now > t0:
+            rate = (self._completed - c0) / (now - t0)
+            left = (self._total - self._completed) / rate
+            parts.append(f"ETA {_duration(left)}")
+        sys.stderr.write(" · ".join(parts) + "\n")
+        sys.stderr.flush()
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
 
 
 class _NullProgress:

@@ -188,3 +188,45 @@ def check_resumable(client: Any, run_id: str, *, force: bool = False) -> None:
     if status == "FINISHED" and not force:
         raise UsageError(f"run {run_id} is FINISHED: --resume would train and evaluate it again into it",
                          hint="start a new run with the same spec (gpuops run SPEC), or add --force")
+
+
+def orphaned_runs(client: Any) -> list[tuple[Any, str]]:
+    """RUNNING runs whose trainer is gone: (run, why). A run's trainer is known from its
+    ``gpuops.trainer.pid/host/start`` tags; one trained on another host cannot be checked from here
+    and is not listed. A RUNNING run without those tags was left by an older gpuops or another
+    tool: listed as unknown only when it has not been updated for a day."""
+    import time
+
+    from mlflow.entities import ViewType
+
+    from gpuops.targets.local import TRAINER_TAG
+    from gpuops.tracking.procs import same_process_alive
+
+    exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    out: list[tuple[Any, str]] = []
+    token = None
+    while exps:
+        page = client.search_runs(exps, filter_string="attributes.status = 'RUNNING'", max_results=1000,
+                                  page_token=token)
+        for run in page:
+            tags = run.data.tags
+            ident = {k[len(TRAINER_TAG) + 1:]: v for k, v in tags.items() if k.startswith(TRAINER_TAG + ".")}
+            if "pid" in ident:
+                alive = same_process_alive(ident)
+                if alive is False:
+                    out.append((run, f"its trainer (pid {ident['pid']} on {ident.get('host')}) is gone"))
+            elif (time.time() * 1000 - (run.info.start_time or 0)) > 86_400_000:
+                out.append((run, "no trainer recorded, RUNNING for more than a day"))
+        token = page.token
+        if not token:
+            break
+    return out
+
+
+def end_orphaned(tracking_uri: str, runs: list[tuple[Any, str]]) -> list[str]:
+    """Mark each orphaned run KILLED, with why in ``gpuops.error``; returns their ids."""
+    from gpuops.tracking.tracker import mark_if_running
+
+    return [run.info.run_id for run, why in runs
+            if mark_if_running(tracking_uri, run.info.run_id, "KILLED",
+                               f"marked by gpuops runs --clean: {why}")]

@@ -267,6 +267,19 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(d.images, dtype=np.float64), np.asarray(d.target, dtype=np.int64)
 
 
+# CIFAR-10 has 50,000 training and 10,000 test images (https://www.cs.toronto.edu/~kriz/cifar.html).
+CIFAR10_TRAIN_SIZE = 50_000
+
+
+def train_size(dataset: str) -> int:
+    """How many training examples ``dataset`` has (what ``train.subset`` may take at most)."""
+    if dataset == "cifar10":
+        return CIFAR10_TRAIN_SIZE
+    if dataset == "digits":
+        return len(load_digits().y_train)
+    raise ValueError(f"unknown data set {dataset!r}")
+
+
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ClassifyData:
     """scikit-learn's digits (1,797 images) as uint8 ``N, 8, 8, 1`` (0..16 scaled to 0..255),
     split by a seeded, class-stratified shuffle."""

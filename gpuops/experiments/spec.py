@@ -490,7 +490,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, *, smo
                                 "in the repository root and in the working directory)", value)
         data_fields[name] = str(found)
     spec = spec.model_copy(update={"data": spec.data.model_copy(update=data_fields)})
-    _check_data(path, spec, download=download)
+    _check_data(path, spec, download=download, smoke=smoke)
     return ResolvedExperiment(spec=spec, source=str(path.resolve()), spec_hash=h, overrides=overrides,
                               smoke=smoke)
 
@@ -548,7 +548,11 @@ def _check_images(spec_file: Path, field: str, folder: Path, raw: str, *, first:
                             f"{p.name} is {w}x{h}", raw)
 
 
-def _check_data(spec_file: Path, spec: SRExperiment | ClassifyExperiment, *, download: bool) -> None:
+def _check_data(spec_file: Path, spec: SRExperiment | ClassifyExperiment, *, download: bool,
+                smoke: bool = False) -> None:
+    """Data that the run would only find wrong after it exists. Under ``--smoke`` (digits instead
+    of the spec's data set) a ``train.subset`` larger than the data set is capped, and the run logs
+    the number it trained on (``data.train_examples``)."""
     if isinstance(spec, SRExperiment):
         d = spec.data
         for name, first in (("train", d.train_images), ("eval", None)):
@@ -563,10 +567,18 @@ def _check_data(spec_file: Path, spec: SRExperiment | ClassifyExperiment, *, dow
                 raise SpecError(spec_file, "data.patches", f"a patch pool that fits in memory (at most "
                                 f"{MAX_PATCH_POOL_BYTES // 1024**3} GiB; {d.patches} patches of {d.patch}x"
                                 f"{d.patch} take {pool / 1024**3:.0f} GiB)", d.patches)
-    elif spec.data.dataset == "cifar10":
-        root = Path(spec.data.root)
-        if root.exists() or not download:
-            _check_folder(spec_file, "data.root", root, spec.data.root)
+    else:
+        if spec.data.dataset == "cifar10":
+            root = Path(spec.data.root)
+            if root.exists() or not download:
+                _check_folder(spec_file, "data.root", root, spec.data.root)
+        if spec.train.subset and not smoke:
+            from gpuops.classify.data import train_size
+
+            n = train_size(spec.data.dataset)
+            if spec.train.subset > n:
+                raise SpecError(spec_file, "train.subset", f"at most {n}: the {spec.data.dataset} training "
+                                f"set has {n} examples", spec.train.subset)
 
 
 def _cross_checks(path: Path, spec: SRExperiment | ClassifyExperiment) -> None:

@@ -66,6 +66,8 @@ def train_classify(ctx: RunContext) -> LoopResult:
     if t.subset:
         order = np.random.default_rng(spec.seed).permutation(len(y_train))[: t.subset]
         x_train, y_train = x_train[order], y_train[order]
+    if ctx.tracker is not None and ctx.is_main:  # the N actually trained on (a smoke run caps subset)
+        ctx.tracker.log_params({"data.train_examples": len(y_train)})
     if d.test_subset:
         x_test, y_test = x_test[: d.test_subset], y_test[: d.test_subset]
 

@@ -498,7 +498,8 @@ def _sweep(app: Application, base: Any, children: list[Any], key: str, values: l
             if doc["status"] == "KILLED":
                 raise KeyboardInterrupt
         with tempfile.TemporaryDirectory() as tmp:
-            png = _sweep_plot(results, key, metric, Path(tmp) / "sweep.png")
+            png = _sweep_plot(results, key, metric, Path(tmp) / "sweep.png",
+                              smoke=any(c.smoke for c in children))
             tr.log_artifact(png)
             tr.log_text(json.dumps(results, indent=2), "sweep.json")
         for r in results:
@@ -514,7 +515,8 @@ def _sweep(app: Application, base: Any, children: list[Any], key: str, values: l
     return {"parent_run_id": parent, "param": key, "metric": metric, "runs": results}
 
 
-def _sweep_plot(results: list[dict[str, Any]], key: str, metric: str, path: Path) -> Path:
+def _sweep_plot(results: list[dict[str, Any]], key: str, metric: str, path: Path, *,
+                smoke: bool = False) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -532,7 +534,8 @@ def _sweep_plot(results: list[dict[str, Any]], key: str, metric: str, path: Path
         ax.bar([str(p[0]) for p in pts], [p[1] for p in pts])
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {key}")
+    ax.set_title(f"{metric} against {key}" + (" (--smoke: a check of the path, not a result)"
+                                              if smoke else ""), fontsize=10 if smoke else None)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

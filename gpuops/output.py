@@ -222,6 +222,7 @@ class Output:
 
     def json(self, obj: Any) -> None:
         """The one JSON document of a --json run."""
+        self.json_written = True
         self.stdout.write(to_json(obj) + "\n")
         self.stdout.flush()
 

@@ -41,9 +41,18 @@ class Application:
         except GpuopsError as err:
             self.out.error(str(err))
             self.exit_code = err.exit_code
+            self._json_error(type(err).__name__, err.message, err.hint)
         except KeyboardInterrupt:
             self.out.error("interrupted")
             self.exit_code = 130
+            self._json_error("Interrupted", "interrupted", None)
+
+    def _json_error(self, code: str, message: str, hint: str | None) -> None:
+        """With --json, a script reads the failure on stdout too: one JSON object, unless the
+        command already wrote its document."""
+        if self.out.json_mode and not getattr(self.out, "json_written", False):
+            self.out.json({"error": {"code": code, "exit_code": self.exit_code, "message": message,
+                                     "hint": hint}})
 
     def exit(self) -> None:
         """End a typer command with ``exit_code``."""

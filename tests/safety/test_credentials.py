@@ -49,11 +49,14 @@ def test_a_password_in_the_tracking_uri_is_never_printed(tmp_path: Path, data_di
     for uri in uris:
         r = run_cli("run", str(spec), "--tracking-uri", uri, cwd=tmp_path, timeout=180,
                     env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
-        assert r.returncode == 1, (uri, r.stderr[-1500:])
+        # an http server that does not answer is found before anything starts (exit 2); a store
+        # that fails when opened is an outside failure (exit 1)
+        assert r.returncode == (2 if uri.startswith("http") else 1), (uri, r.stderr[-1500:])
         both = r.stdout + r.stderr
         assert "hunter2" not in both, (uri, both[-1500:])
         assert "alice:***@" in both, (uri, both[-1500:])
-        assert len(r.stderr.strip().splitlines()) == 1, (uri, r.stderr[-1500:])
+        lines = [ln for ln in r.stderr.strip().splitlines() if not ln.lstrip().startswith("hint:")]
+        assert len(lines) == 1, (uri, r.stderr[-1500:])
 
 
 def test_secret_overrides_are_kept_out_of_params_tags_and_the_spec_artifact(

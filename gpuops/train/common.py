@@ -383,7 +383,8 @@ def fit(ctx: RunContext, model: nn.Module, *, batch: Callable[[int], tuple[torch
     start = load_checkpoint(ctx, model, optimizer, scheduler)
     if start and tr is not None:
         tr.set_tags({"gpuops.resumed_from": str(start)})
-    ctx.events.emit("start", total=total, start=start, run_id=tr.run_id if tr else None)
+    ctx.events.emit("start", total=total, start=start, run_id=tr.run_id if tr else None,
+                    device=ctx.device.type)
 
     final: dict[str, float] = {}
     began = time.perf_counter()

@@ -23,3 +23,29 @@ def test_plain_progress_lines_when_not_on_a_terminal(tmp_path: Path):
     assert len(lines) >= 2, log.read_text()
     assert re.fullmatch(r"training \d+/\d+ \(\d+%\) · loss [\d.e+-]+ · \d+ samples/s · ETA \w+", lines[0])
     assert "\x1b[" not in log.read_text()  # no terminal control codes in a log file
+
+
+def test_a_long_cpu_run_is_announced_with_its_eta(tmp_path: Path):
+    import signal
+    import time
+
+    spec = REPO / "experiments" / "quickstart.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "gpuops", "run", str(spec),
+                             "--set", "train.iterations=500000", "--set", "train.log_every=20", "--set", "resources.device=cpu",
+                             "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    warned = None
+    deadline = time.monotonic() + 240
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "training on the CPU: about" in line:
+                warned = line
+                break
+            if time.monotonic() > deadline:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert warned is not None
+    assert re.search(r"about \d+\.\d h to go", warned)

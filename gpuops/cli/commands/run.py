@@ -120,12 +120,23 @@ def _follow_local(app: Application, target: Any, job: Any, total_hint: int | Non
     error: str | None = None
     began = time.monotonic()
     try:
+        device, total, first, warned = None, None, None, False
         with app.out.progress("training", total=total_hint) as bar:
             for ev in target.follow(job):
                 kind = ev.get("event")
                 if kind == "start":
                     bar.update(total=ev["total"], completed=ev["start"])
+                    device, total = ev.get("device"), ev["total"]
                 elif kind == "progress":
+                    now = time.monotonic()
+                    if first is None:
+                        first = (now, ev["it"])
+                    elif device == "cpu" and total and not warned and ev["it"] > first[1]:
+                        eta = (total - ev["it"]) * (now - first[0]) / (ev["it"] - first[1])
+                        if eta > 3600:
+                            warned = True
+                            app.out.warn(f"training on the CPU: about {eta / 3600:.1f} h to go at this "
+                                         "speed (a GPU, or fewer train.iterations, is faster)")
                     bar.update(completed=ev["it"], status=f"loss {ev['loss']:.4g} · "
                                f"{ev['throughput']:.0f} samples/s")
                 elif kind == "eval":

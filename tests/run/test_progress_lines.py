@@ -31,7 +31,8 @@ def test_a_long_cpu_run_is_announced_with_its_eta(tmp_path: Path):
 
     spec = REPO / "experiments" / "quickstart.yaml"
     proc = subprocess.Popen([sys.executable, "-m", "gpuops", "run", str(spec),
-                             "--set", "train.iterations=500000", "--set", "train.log_every=20", "--set", "resources.device=cpu",
+                             "--set", "train.iterations=500000", "--set", "train.log_every=20",
+                             "--set", "resources.device=cpu",
                              "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     warned = None

@@ -50,11 +50,24 @@ def predict_image(run_id: str, image: Path, out: Path, *, device: str = "auto",
 
     if not Path(image).is_file():
         raise UsageError(f"{image}: no such image")
-    model, cfg = load_run_model(run_id, tracking_uri, device)
-    with Image.open(image) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    sr = upscale(model, rgb, int(cfg["scale"]), cfg["colour"], pick_device(device))
+    # checked before the model is fetched: a wrong input or output is one line, not a traceback
+    # after the inference
+    from PIL import UnidentifiedImageError
+
     out = Path(out)
+    Image.init()
+    ext = out.suffix.lower()
+    if ext not in Image.registered_extensions() or Image.registered_extensions()[ext] not in Image.SAVE:
+        raise UsageError(f"--out {out}: not an image file name PIL can write (e.g. .png, .jpg, .bmp, .tif)")
+    try:
+        with Image.open(image) as im:
+            im.verify()  # a header PIL does not know, or a truncated file
+        with Image.open(image) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UsageError(f"{image}: not an image PIL can read ({type(e).__name__}: {e})") from None
+    model, cfg = load_run_model(run_id, tracking_uri, device)
+    sr = upscale(model, rgb, int(cfg["scale"]), cfg["colour"], pick_device(device))
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sr).save(out)
     return {"run_id": run_id, "input": str(image), "out": str(out), "scale": cfg["scale"],

@@ -2,6 +2,11 @@
 
 Input RGB in [0, 255]; Y in [16, 235], Cb and Cr in [16, 240]. The coefficients are BT.601's
 studio-swing matrix (the same numbers as MATLAB's documentation of ``rgb2ycbcr``).
+
+A one-channel (greyscale) image is its own Y: the SR papers' MATLAB evaluation converts only
+images with three channels (``if size(im, 3) > 1, im = rgb2ycbcr(im); ...``) and uses a
+one-channel image as it is, in [0, 255], not squeezed into [16, 235]. :func:`luma` and
+:func:`luma8` do the same.
 """
 
 from __future__ import annotations
@@ -60,3 +65,34 @@ def rgb_to_y8(rgb: np.ndarray) -> np.ndarray:
     about 0.03 dB at x2 (33.65 rounded against 33.68 unrounded for the bicubic baseline).
     """
     return to_uint8(rgb_to_y(rgb))
+
+
+def is_grey(img: np.ndarray) -> bool:
+    """True for a one-channel image: HxW, or HxWx1."""
+    arr = np.asarray(img)
+    return arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
+
+
+def luma(img: np.ndarray) -> np.ndarray:
+    """Float HxW luma: BT.601 Y of an RGB image, the image itself when it has one channel."""
+    arr = np.asarray(img)
+    if is_grey(arr):
+        return arr.reshape(arr.shape[:2]).astype(np.float64)
+    return rgb_to_y(arr)
+
+
+def luma8(img: np.ndarray) -> np.ndarray:
+    """uint8 HxW luma: :func:`rgb_to_y8` of an RGB image, a one-channel image unchanged."""
+    arr = np.asarray(img)
+    if is_grey(arr):
+        flat = arr.reshape(arr.shape[:2])
+        return flat if flat.dtype == np.uint8 else to_uint8(flat)
+    return rgb_to_y8(arr)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """An HxWx3 view of an image: one-channel images repeated on three channels."""
+    arr = np.asarray(img)
+    if is_grey(arr):
+        return np.repeat(arr.reshape(*arr.shape[:2], 1), 3, axis=2)
+    return arr

@@ -5,9 +5,10 @@ shrink it with MATLAB-compatible bicubic ``imresize`` and round to 8 bit (the LR
 enlarge the LR image back with the same ``imresize`` and round (the bicubic baseline, and the input
 of pre-upsampling models such as SRCNN and VDSR).
 
-Patches are float32 ``N, C, h, w`` in [0, 1]: C = 1 for ``colour="y"`` (the BT.601 Y channel / 255)
-and 3 for ``"rgb"``. Targets are always the full patch; a model with valid padding produces a
-smaller output, and the trainer crops ``model.shave`` pixels from each border of the target.
+Patches are float32 ``N, C, h, w`` in [0, 1]: C = 1 for ``colour="y"`` (the BT.601 Y channel / 255;
+a greyscale image is its own Y) and 3 for ``"rgb"`` (a greyscale image on three equal channels).
+Targets are always the full patch; a model with valid padding produces a smaller output, and the
+trainer crops ``model.shave`` pixels from each border of the target.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from typing import Literal
 
 import numpy as np
 
-from gpuops.sr.color import rgb_to_y, to_uint8
+from gpuops.sr.color import as_rgb, luma, to_uint8
 from gpuops.sr.imresize import imresize
 
 Colour = Literal["y", "rgb"]
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff"}
+GREY_MODES = ("1", "L", "LA")  # 8-bit greyscale files; anything else is read as RGB
 
 
 def load_images(folder: Path) -> list[tuple[str, np.ndarray]]:
-    """All images of a folder, sorted by file name, as ``(stem, uint8 HxWx3 RGB)``."""
+    """All images of a folder, sorted by file name, as ``(stem, uint8 array)``: HxWx3 RGB, or HxW
+    for an 8-bit greyscale file (PIL modes ``1``, ``L``, ``LA``), which is evaluated as Y
+    directly (see :mod:`gpuops.sr.color`)."""
     from PIL import Image
 
     from gpuops.errors import UsageError
@@ -39,7 +43,10 @@ def load_images(folder: Path) -> list[tuple[str, np.ndarray]]:
     out = []
     for p in files:
         with Image.open(p) as im:
-            out.append((p.stem, np.asarray(im.convert("RGB"), dtype=np.uint8).copy()))
+            if im.mode in GREY_MODES:
+                out.append((p.stem, np.asarray(im.convert("L"), dtype=np.uint8).copy()))
+            else:
+                out.append((p.stem, np.asarray(im.convert("RGB"), dtype=np.uint8).copy()))
     return out
 
 
@@ -61,11 +68,11 @@ def degrade(hr_uint8: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_channels(img_uint8: np.ndarray, colour: Colour) -> np.ndarray:
-    """uint8 HxWx3 RGB -> float32 CxHxW in [0, 1] (Y/255 for ``"y"``)."""
+    """uint8 HxWx3 RGB (or HxW greyscale) -> float32 CxHxW in [0, 1] (Y/255 for ``"y"``)."""
     if colour == "y":
-        return (rgb_to_y(img_uint8) / 255.0)[None].astype(np.float32)
+        return (luma(img_uint8) / 255.0)[None].astype(np.float32)
     if colour == "rgb":
-        return (np.asarray(img_uint8, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+        return (np.asarray(as_rgb(img_uint8), dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
     raise ValueError(f"colour must be 'y' or 'rgb', got {colour!r}")
 
 

@@ -8,6 +8,9 @@ bicubic baseline on Set5 is 33.65 / 30.39 / 28.42 dB at x2 / x3 / x4 (published:
 Models with valid padding produce a smaller output than their input; here the input is padded by
 edge replication first so that every model yields a full-size image comparable with the bicubic
 baseline on the same pixels.
+
+A one-channel (greyscale) image is its own Y (as in the papers' MATLAB code): its PSNR/SSIM are
+computed on the image itself, not on an RGB conversion squeezed into [16, 235].
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuops.sr.color import rgb_to_y8, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
+from gpuops.sr.color import as_rgb, is_grey, luma8, rgb_to_y8, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
 from gpuops.sr.data import Colour, degrade, modcrop, to_channels
 from gpuops.sr.imresize import imresize
 from gpuops.sr.metrics import psnr, ssim
@@ -36,6 +39,8 @@ class EvalResult:
     ssim_bicubic: float
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)
     panels: dict[str, np.ndarray] = field(default_factory=dict)
+    # name -> (bicubic, model, ground truth) uint8 images, kept when panels are asked for
+    images: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -56,7 +61,7 @@ def bicubic_baseline(images, scale: int) -> dict[str, Any]:
     for name, img in images:
         hr = modcrop(np.asarray(img), scale)
         _, up = degrade(hr, scale)
-        p, s = _scores(rgb_to_y8(up), rgb_to_y8(hr), scale)
+        p, s = _scores(luma8(up), luma8(hr), scale)
         per[name] = {"psnr": p, "ssim": s}
     if not per:
         raise ValueError("bicubic_baseline: no images")
@@ -103,16 +108,25 @@ def _check(model, scale: int, colour: Colour) -> None:
 
 
 def _predict(model, lr: np.ndarray, up: np.ndarray, colour: Colour, device) -> tuple[np.ndarray, np.ndarray]:
-    """``(uint8 RGB SR image, its uint8 Y)`` on the grid of ``up``.
+    """``(uint8 SR image, its uint8 Y)`` on the grid of ``up``.
 
     Y models: the Y is the model's own output rounded to 8 bit, Cb and Cr are taken from ``up``.
-    RGB models: the Y of the rounded RGB output.
+    RGB models: the Y of the rounded RGB output. A greyscale ``up`` (HxW) gives a greyscale SR
+    image, which is its own Y (an RGB model sees it on three equal channels; its Y is then the
+    mean of the three output channels).
     """
     x = to_channels(up if model.pre_upsample else lr, colour)
     out = _run_full(model, x, up.shape[:2], device) * 255.0
+    grey = is_grey(up)
     if colour == "rgb":
+        if grey:
+            y8 = to_uint8(out.mean(axis=0))
+            return y8, y8
         rgb = to_uint8(out.transpose(1, 2, 0))
         return rgb, rgb_to_y8(rgb)
+    if grey:
+        y8 = to_uint8(out[0])
+        return y8, y8
     ycc = rgb_to_ycbcr(up)
     ycc[..., 0] = np.clip(out[0], 0.0, 255.0)
     return to_uint8(ycbcr_to_rgb(ycc)), to_uint8(out[0])
@@ -125,7 +139,7 @@ def _panel(*imgs: np.ndarray) -> np.ndarray:
     for k, im in enumerate(imgs):
         if k:
             parts.append(gap)
-        parts.append(im)
+        parts.append(as_rgb(im))
     return np.concatenate(parts, axis=1)
 
 
@@ -142,18 +156,20 @@ def evaluate(model, images, scale: int, colour: Colour, device, *, panels: bool 
     model.eval()
     per: dict[str, dict[str, float]] = {}
     pans: dict[str, np.ndarray] = {}
+    kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     try:
         with torch.inference_mode():
             for name, img in images:
                 hr = modcrop(np.asarray(img), scale)
                 lr, up = degrade(hr, scale)
-                hr_y = rgb_to_y8(hr)
-                bp, bs = _scores(rgb_to_y8(up), hr_y, scale)
+                hr_y = luma8(hr)
+                bp, bs = _scores(luma8(up), hr_y, scale)
                 sr_rgb, sr_y = _predict(model, lr, up, colour, device)
                 mp, ms = _scores(sr_y, hr_y, scale)
                 per[name] = {"psnr": mp, "ssim": ms, "psnr_bicubic": bp, "ssim_bicubic": bs}
                 if panels:
                     pans[name] = _panel(up, sr_rgb, hr)
+                    kept[name] = (up, sr_rgb, hr)
     finally:
         model.train(was_training)
     if not per:
@@ -162,19 +178,20 @@ def evaluate(model, images, scale: int, colour: Colour, device, *, panels: bool 
     def mean(key: str) -> float:
         return float(np.mean([v[key] for v in per.values()]))
 
-    return EvalResult(mean("psnr"), mean("ssim"), mean("psnr_bicubic"), mean("ssim_bicubic"), per, pans)
+    return EvalResult(mean("psnr"), mean("ssim"), mean("psnr_bicubic"), mean("ssim_bicubic"), per, pans, kept)
 
 
 def upscale(model, img_uint8_rgb: np.ndarray, scale: int, colour: Colour, device) -> np.ndarray:
-    """Enlarge an image by ``scale`` with ``model``; uint8 RGB of ``scale`` times the size."""
+    """Enlarge an image by ``scale`` with ``model``; uint8 of ``scale`` times the size (RGB for an
+    RGB image, HxW for a greyscale one)."""
     import torch
 
     _check(model, scale, colour)
     lr = np.asarray(img_uint8_rgb)
-    if lr.ndim == 2:
-        lr = np.repeat(lr[..., None], 3, axis=2)
-    if lr.ndim != 3 or lr.shape[2] != 3:
-        raise ValueError(f"upscale expects an HxWx3 RGB image, got shape {lr.shape}")
+    if lr.ndim == 3 and lr.shape[2] == 1:
+        lr = lr[..., 0]
+    if not (lr.ndim == 2 or (lr.ndim == 3 and lr.shape[2] == 3)):
+        raise ValueError(f"upscale expects an HxWx3 RGB or HxW greyscale image, got shape {lr.shape}")
     h, w = lr.shape[:2]
     up = to_uint8(imresize(lr, output_shape=(h * scale, w * scale)))
     was_training = model.training
@@ -184,3 +201,24 @@ def upscale(model, img_uint8_rgb: np.ndarray, scale: int, colour: Colour, device
             return _predict(model, lr, up, colour, device)[0]
     finally:
         model.train(was_training)
+
+
+PER_IMAGE_COLUMNS = ("iteration", "image", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic")
+
+
+def per_image_rows(result: EvalResult, iteration: int) -> list[dict[str, Any]]:
+    """One row per image (and one ``mean`` row) of an evaluation, for the per-image table."""
+    rows: list[dict[str, Any]] = [{"iteration": iteration, "image": name, **vals}
+                                  for name, vals in result.per_image.items()]
+    rows.append({"iteration": iteration, "image": "mean", **result.metrics()})
+    return rows
+
+
+def per_image_csv(rows: list[dict[str, Any]]) -> str:
+    """The per-image table as CSV (PSNR in dB with 4 decimals, SSIM with 5)."""
+    lines = [",".join(PER_IMAGE_COLUMNS)]
+    for r in rows:
+        lines.append(",".join([str(r["iteration"]), str(r["image"]),
+                               f"{r['psnr']:.4f}", f"{r['ssim']:.5f}",
+                               f"{r['psnr_bicubic']:.4f}", f"{r['ssim_bicubic']:.5f}"]))
+    return "\n".join(lines) + "\n"

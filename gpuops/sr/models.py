@@ -27,6 +27,7 @@ logging); import this module lazily from CLI code. Layer-string parsing lives in
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gpuops.sr.layers import ConvSpec, format_layers, parse_layers
@@ -182,11 +183,19 @@ class VDSR(_PreUpsampled):
         return skip + out
 
 
+def bicubic_up(x: torch.Tensor, scale: int, shave: int = 0) -> torch.Tensor:
+    """``x`` enlarged by ``scale`` with torch's bicubic (the skip of the residual LR-grid models),
+    ``shave`` pixels cropped from every border to match a valid-padding body."""
+    up = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    return up[..., shave : up.shape[-2] - shave, shave : up.shape[-1] - shave] if shave else up
+
+
 class ESPCN(SRModel):
     arch = "espcn"
 
-    def __init__(self, specs: list[ConvSpec], **kw) -> None:
+    def __init__(self, specs: list[ConvSpec], *, residual: bool = False, **kw) -> None:
         super().__init__(specs, pre_upsample=False, **kw)
+        self.residual = residual
         self.shave = _shave_of(specs, self.padding, self.layers) * self.scale
         r2 = self.scale * self.scale
         widened = [*specs[:-1], ConvSpec(specs[-1].filters * r2, specs[-1].kh, specs[-1].kw)]
@@ -195,14 +204,16 @@ class ESPCN(SRModel):
         self._init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.body(x))
+        out = self.shuffle(self.body(x))
+        return out + bicubic_up(x, self.scale, self.shave) if self.residual else out
 
 
 class FSRCNN(SRModel):
     arch = "fsrcnn"
 
-    def __init__(self, specs: list[ConvSpec], **kw) -> None:
+    def __init__(self, specs: list[ConvSpec], *, residual: bool = False, **kw) -> None:
         super().__init__(specs, pre_upsample=False, **kw)
+        self.residual = residual
         if len(specs) < 2:
             raise ValueError("fsrcnn needs at least one convolution and the final deconvolution")
         convs, deconv = specs[:-1], specs[-1]
@@ -224,7 +235,8 @@ class FSRCNN(SRModel):
         self._init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.body(x))
+        out = self.deconv(self.body(x))
+        return out + bicubic_up(x, self.scale, self.shave) if self.residual else out
 
 
 _CLASSES: dict[str, type[SRModel]] = {"srcnn": SRCNN, "fsrcnn": FSRCNN, "espcn": ESPCN, "vdsr": VDSR}
@@ -239,6 +251,7 @@ def build_sr_model(
     activation: str = "relu",
     padding: str = "valid",
     batch_norm: bool = False,
+    residual: bool = False,
 ) -> SRModel:
     """Build an SR model; ``layers=None`` takes the family's preset. ``ValueError`` on bad input."""
     if arch not in _CLASSES:
@@ -258,6 +271,15 @@ def build_sr_model(
             f"layers {text!r}: the last layer has {specs[-1].filters} filters but the model outputs "
             f"{channels} channel{'s' if channels > 1 else ''} (1 for Y, 3 for RGB)"
         )
+    kw: dict[str, object] = {}
+    if residual:
+        if arch not in ("espcn", "fsrcnn"):
+            raise ValueError(
+                f"residual: true is for the LR-grid families espcn and fsrcnn ({arch} "
+                + ("is residual already)" if arch == "vdsr" else "has no residual variant; use vdsr)")
+            )
+        kw["residual"] = True
     return _CLASSES[arch](
-        specs, channels=channels, scale=scale, activation=activation, padding=padding, batch_norm=batch_norm
+        specs, channels=channels, scale=scale, activation=activation, padding=padding, batch_norm=batch_norm,
+        **kw,
     )

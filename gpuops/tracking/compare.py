@@ -287,6 +287,44 @@ def default_plot_path(comparison: Comparison, base: Path | None = None) -> Path:
     return (base or Path.cwd()) / "gpuops-out" / "compare" / f"{digest}.png"
 
 
+LEGEND_PARAMS = 3  # at most this many differing params in one legend entry
+LEGEND_VALUE_CHARS = 24
+
+
+def _short_value(value: str | None) -> str:
+    if value is None:
+        return "(unset)"
+    return value if len(value) <= LEGEND_VALUE_CHARS else value[: LEGEND_VALUE_CHARS - 1] + "\u2026"
+
+
+def legend_labels(comparison: Comparison) -> dict[str, str]:
+    """``run_id -> legend text`` naming the params that differ between the runs, e.g.
+    ``train.lr=0.001, model.layers=64x9x9_32x5x5_1x5x5``.
+
+    Params are ordered by how many distinct values they take (the one that splits the runs most
+    first), then by name, and at most ``LEGEND_PARAMS`` are named. When no param differs, the entry
+    is the run's name and short id; when two runs would get the same text, the short id is
+    appended so that every entry stays distinct.
+    """
+    runs = comparison.runs
+    differ = {k: v for k, v in comparison.params.items() if k != "tracking.run_name"}
+    keys = sorted(differ, key=lambda k: (-len(set(differ[k].values())), k))[:LEGEND_PARAMS]
+    texts = {r.run_id: ", ".join(f"{k}={_short_value(differ[k].get(r.run_id))}" for k in keys) for r in runs}
+    seen: dict[str, int] = {}
+    for t in texts.values():
+        seen[t] = seen.get(t, 0) + 1
+    out: dict[str, str] = {}
+    for r in runs:
+        t = texts[r.run_id]
+        if not t:
+            out[r.run_id] = r.label
+        elif seen[t] > 1:
+            out[r.run_id] = f"{t} ({r.run_id[:8]})"
+        else:
+            out[r.run_id] = t
+    return out
+
+
 def plot_comparison(comparison: Comparison, histories: dict[str, Any], path: Path) -> Path:
     """Draw the learning curves and final-metric bars into ``path`` (PNG). Returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -297,17 +335,18 @@ def plot_comparison(comparison: Comparison, histories: dict[str, Any], path: Pat
     FigureCanvasAgg(fig)
     ax_val, ax_loss, ax_bar = fig.subplots(1, 3)
     colors = [f"C{i % 10}" for i in range(len(comparison.runs))]
+    names = legend_labels(comparison)
 
     for run, color in zip(comparison.runs, colors, strict=True):
         hist = histories.get(run.run_id, {})
         if val and hist.get(val):
             steps, values = zip(*hist[val], strict=True)
-            ax_val.plot(steps, values, marker="o", ms=3, color=color, label=run.label)
+            ax_val.plot(steps, values, marker="o", ms=3, color=color, label=names[run.run_id])
         if val == "val/psnr" and hist.get("val/psnr_bicubic"):
             ax_val.axhline(hist["val/psnr_bicubic"][-1][1], color=color, ls="--", lw=1, alpha=0.7)
         if hist.get("train/loss"):
             steps, values = zip(*hist["train/loss"], strict=True)
-            ax_loss.plot(steps, values, color=color, lw=1.2, label=run.label)
+            ax_loss.plot(steps, values, color=color, lw=1.2, label=names[run.run_id])
 
     ax_val.set_title(f"{val} (dashed: bicubic)" if val == "val/psnr" else (val or "no validation metric"))
     ax_val.set_xlabel("iteration")
@@ -325,7 +364,7 @@ def plot_comparison(comparison: Comparison, histories: dict[str, Any], path: Pat
 
     ax_bar.set_title(f"final {val}" if val else "final values")
     if val:
-        labels = [r.label for r in comparison.runs]
+        labels = [names[r.run_id] for r in comparison.runs]
         finals = [r.metrics[val].final if val in r.metrics else float("nan") for r in comparison.runs]
         bars = ax_bar.bar(range(len(labels)), finals, color=colors)
         ax_bar.bar_label(bars, labels=[f"{v:.4g}" if v == v else "n/a" for v in finals], fontsize=8)
@@ -346,7 +385,10 @@ def plot_comparison(comparison: Comparison, histories: dict[str, Any], path: Pat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    # The legend entries in the PNG's text chunks too, for scripts and tests that read them back.
+    fig.savefig(path, format="png", metadata={
+        "Title": f"gpuops compare: {val or 'no validation metric'}",
+        "Description": "runs: " + "; ".join(names[r.run_id] for r in comparison.runs)})
     return path
 
 

@@ -14,14 +14,14 @@ from gpuops.sr.data import degrade, load_images, make_patches, modcrop, random_p
 def test_load_images_sorted_rgb(tmp_path: Path, set5) -> None:
     assert [n for n, _ in set5] == ["baby", "bird", "butterfly", "head", "woman"]
     assert all(img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 for _, img in set5)
-    # Greyscale and palette files come back as RGB; other files are ignored.
+    # Greyscale files stay one channel (they are their own Y); other files are ignored.
     Image.fromarray(np.full((5, 6), 77, np.uint8), "L").save(tmp_path / "b.png")
     Image.fromarray(set5[1][1][:7, :9]).save(tmp_path / "a.bmp")
     (tmp_path / "notes.txt").write_text("not an image")
     got = load_images(tmp_path)
     assert [n for n, _ in got] == ["a", "b"]
     np.testing.assert_array_equal(got[0][1], set5[1][1][:7, :9])
-    assert got[1][1].shape == (5, 6, 3) and (got[1][1] == 77).all()
+    assert got[1][1].shape == (5, 6) and (got[1][1] == 77).all()
 
 
 def test_load_images_errors(tmp_path: Path) -> None:

@@ -92,3 +92,24 @@ def test_a_few_steps_reduce_the_loss(small_set, arch: str, layers: str | None) -
     assert np.isfinite(losses).all()
     first, last = losses[0], float(np.mean(losses[-3:]))
     assert last < (0.95 if arch == "vdsr" else 0.5) * first, losses
+
+
+@pytest.mark.parametrize("arch", ["espcn", "fsrcnn"])
+def test_residual_lr_grid_models_add_the_bicubic_enlargement(arch: str, small_set) -> None:
+    import torch.nn.functional as F
+
+    from gpuops.sr.data import to_channels
+
+    model = build_sr_model(arch, scale=3, padding="same", residual=True)
+    lr = torch.from_numpy(to_channels(small_set[0][1][:24, :21], "y"))[None]
+    with torch.no_grad():
+        plain = model(lr) - F.interpolate(lr, scale_factor=3, mode="bicubic", align_corners=False)
+        model.residual = False
+        np.testing.assert_allclose(plain.numpy(), model(lr).numpy(), atol=1e-6)
+    assert plain.shape == (1, 1, 72, 63)
+
+
+def test_residual_is_only_for_lr_grid_families() -> None:
+    for arch in ("srcnn", "vdsr"):
+        with pytest.raises(ValueError, match="residual"):
+            build_sr_model(arch, residual=True)

@@ -9,6 +9,11 @@ Session fixtures:
 - ``base_image``: a Debian bookworm image made here with ``debootstrap`` (minbase + python3,
   python3-venv, python3-pip, ca-certificates) and ``docker import``, because no image registry is
   reachable. Reused when its tag exists already.
+- ``cuda_like_base``: a Docker image built FROM ``base_image`` that gives it the traits of NVIDIA's
+  ``nvidia/cuda:*-ubuntu24.04`` images that a build depends on (see ``CUDA_LIKE_DOCKERFILE``): user and
+  group ``ubuntu`` with uid/gid 1000 and a home, the CUDA/NVIDIA variables and library paths, a
+  ``/usr/local/cuda`` folder, and a system Python marked ``EXTERNALLY-MANAGED`` without pip or venv.
+  Debian, not Ubuntu: only Debian's mirror is reachable. Reused when its tag exists already.
 - ``pytorch_cpu_image``: ``gpuops build pytorch-cpu`` on that base with torch from the wheelhouse on
   disk (``/opt/wheels``) and the host CA bundle for PyPI; yields a ``BuiltImage``.
 - ``local_registry``: the Docker distribution registry (Debian's ``docker-registry``) started here,
@@ -190,6 +195,73 @@ def base_image(docker_client: Any) -> str:
     work = Path(tempfile.mkdtemp(prefix="gpuops-base-"))
     try:
         return make_base_image(docker_client, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# The NVIDIA images' variables as their base Dockerfiles set them: PATH and LD_LIBRARY_PATH with the
+# /usr/local/nvidia and /usr/local/cuda entries, NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES
+# (https://gitlab.com/nvidia/container-images/cuda/-/raw/master/dist/12.0.0/ubuntu2204/base/Dockerfile,
+# as transcribed in github.com/wordslab-org/wordslab doc/infra/containers/nvidia-cuda-base-install.sh).
+# CUDA_VERSION is the one of the pytorch environment's base image (base_images.yaml).
+CUDA_LIKE_ENV = {
+    "CUDA_VERSION": "12.6.3",
+    "NVIDIA_VISIBLE_DEVICES": "all",
+    "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+    "LD_LIBRARY_PATH": "/usr/local/nvidia/lib:/usr/local/nvidia/lib64",
+    "PATH": "/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+            ":/sbin:/bin",
+}
+# Offline (dpkg only, no download). Removing python3-venv and the pip/setuptools wheels takes ensurepip
+# away, so the gpuops Dockerfile has to fetch pythonX.Y-venv with apt, as on the CUDA runtime images.
+CUDA_LIKE_DOCKERFILE = """FROM {base}
+RUN set -eu; \\
+    py=$(python3 -c 'import sys; print(f"python{{sys.version_info[0]}}.{{sys.version_info[1]}}")'); \\
+    apt-get purge -y python3-pip python3-venv "$py-venv" python3-pip-whl python3-setuptools-whl; \\
+    apt-get autoremove -y; rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb; \\
+    test -f "/usr/lib/$py/EXTERNALLY-MANAGED"; \\
+    if python3 -m pip --version; then exit 1; fi; \\
+    if python3 -m venv /tmp/v; then exit 1; fi; rm -rf /tmp/v; \\
+    useradd --uid 1000 --user-group --create-home --shell /bin/bash ubuntu; \\
+    mkdir -p /usr/local/cuda/bin /usr/local/cuda/lib64 /usr/local/nvidia/lib /usr/local/nvidia/lib64
+ENV {env}
+"""
+
+
+def cuda_like_dockerfile(base: str) -> str:
+    env = " \\\n    ".join(f"{k}={v}" for k, v in CUDA_LIKE_ENV.items())
+    return CUDA_LIKE_DOCKERFILE.format(base=base, env=env)
+
+
+def make_cuda_like_base(client: Any, base: str, workdir: Path) -> str:
+    """Build the CUDA-like image FROM ``base`` (no network: the purge is dpkg's); returns its tag."""
+    text = cuda_like_dockerfile(base)
+    tag = f"gpuops-test/cuda-like:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    try:
+        client.images.get(tag)
+        return tag
+    except Exception:
+        pass
+    (workdir / "Dockerfile").write_text(text, encoding="utf-8")
+    errors: list[str] = []
+    tail: list[str] = []
+    for event in client.api.build(path=str(workdir), tag=tag, rm=True, forcerm=True, pull=False,
+                                  network_mode="none", decode=True):
+        if "stream" in event:
+            tail = [*tail, *str(event["stream"]).splitlines()][-30:]
+        elif "error" in event:
+            errors.append(str(event["error"]))
+    if errors:
+        raise RuntimeError(f"building {tag} failed: {errors}\n" + "\n".join(tail))
+    client.images.get(tag)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def cuda_like_base(docker_client: Any, base_image: str) -> str:
+    work = Path(tempfile.mkdtemp(prefix="gpuops-cudalike-"))
+    try:
+        return make_cuda_like_base(docker_client, base_image, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,6 +10,7 @@ a few milliseconds into a stream of metric writes, several times over.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from gpuops.tracking.tracker import Tracker
@@ -20,10 +21,14 @@ def _interrupt_writes(tr: Tracker, after: float) -> None:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGALRM, boom)
+    deadline = time.monotonic() + 60
     try:
-        signal.setitimer(signal.ITIMER_REAL, after)
+        # Re-armed every 50 ms: a KeyboardInterrupt that lands where a library catches BaseException
+        # (it happens, depending on where the write was) is followed by another one.
+        signal.setitimer(signal.ITIMER_REAL, after, 0.05)
         for i in range(1_000_000):
             tr.log_metrics({"train/loss": 1.0 / (i + 1)}, step=i)
+            assert time.monotonic() < deadline, "no KeyboardInterrupt reached the writes in 60 s"
     except KeyboardInterrupt:
         pass
     finally:

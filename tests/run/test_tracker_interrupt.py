@@ -10,6 +10,7 @@ a few milliseconds into a stream of metric writes, several times over.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,18 +22,37 @@ def _interrupt_writes(tr: Tracker, after: float) -> None:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGALRM, boom)
+    stop = threading.Event()
+    main = threading.main_thread().ident
+
+    def interrupter() -> None:
+        # SIGALRM sent to the main thread itself, `after` seconds in and then every 50 ms: a
+        # KeyboardInterrupt that lands where a library catches BaseException (it depends on where
+        # the write was) is followed by another one, whatever other threads the process has.
+        if stop.wait(after):
+            return
+        while not stop.is_set():
+            signal.pthread_kill(main, signal.SIGALRM)  # type: ignore[arg-type]
+            stop.wait(0.05)
+
+    t = threading.Thread(target=interrupter, daemon=True)
     deadline = time.monotonic() + 60
     try:
-        # Re-armed every 50 ms: a KeyboardInterrupt that lands where a library catches BaseException
-        # (it happens, depending on where the write was) is followed by another one.
-        signal.setitimer(signal.ITIMER_REAL, after, 0.05)
-        for i in range(1_000_000):
-            tr.log_metrics({"train/loss": 1.0 / (i + 1)}, step=i)
-            assert time.monotonic() < deadline, "no KeyboardInterrupt reached the writes in 60 s"
-    except KeyboardInterrupt:
-        pass
+        try:
+            t.start()
+            for i in range(1_000_000):
+                tr.log_metrics({"train/loss": 1.0 / (i + 1)}, step=i)
+                assert time.monotonic() < deadline, "no KeyboardInterrupt reached the writes in 60 s"
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            t.join(timeout=5)
+    except KeyboardInterrupt:  # one more alarm, sent before the interrupter stopped
+        stop.set()
+        t.join(timeout=5)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, lambda *_: None)  # a signal still pending lands here
         signal.signal(signal.SIGALRM, old)
 
 

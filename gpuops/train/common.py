@@ -366,6 +366,12 @@ class LoopResult:
     seconds: float
 
 
+# Set by the trainer's SIGTERM/SIGHUP handler (gpuops.train.worker). The handler also raises
+# KeyboardInterrupt at once, but one that lands inside a library that catches BaseException (an
+# MLflow or SQLAlchemy write, say) is lost; the loop checks this at every step, so the stop holds.
+STOP_REQUESTED: str | None = None
+
+
 def fit(ctx: RunContext, model: nn.Module, *, batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
         loss_fn: Callable[..., Any], total: int, samples_per_iter: int,
         evaluate: Callable[[int, bool], dict[str, float]], eval_every: int | None,
@@ -391,6 +397,8 @@ def fit(ctx: RunContext, model: nn.Module, *, batch: Callable[[int], tuple[torch
     window_start, window_loss, window_n = time.perf_counter(), torch.zeros((), device=ctx.device), 0
     model.train()
     for it in range(start, total):
+        if STOP_REQUESTED is not None:
+            raise KeyboardInterrupt(STOP_REQUESTED)
         x, y = batch(it)
         window_loss += step(x, y)
         window_n += 1

@@ -25,7 +25,11 @@ from typing import Any
 
 
 def _sigterm(signo: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signo).name)
+    name = signal.Signals(signo).name
+    common = sys.modules.get("gpuops.train.common")  # loaded once training is under way
+    if common is not None:
+        common.STOP_REQUESTED = name  # the training loop re-raises it if this one gets swallowed
+    raise KeyboardInterrupt(name)
 
 
 def _parent_pid() -> int | None:

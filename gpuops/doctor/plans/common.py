@@ -186,57 +186,60 @@ def valid_packages(names: list[str]) -> list[str] | None:
     return list(names)
 
 
-def install(d: Distro, pkgs: list[str], why: str, **kw: Any) -> RepairStep:
-    """Install ``pkgs`` with the distribution's package manager (a manual step when it is unknown)."""
+# argv before the package names, per package manager and verb.
+_PKG_ARGV: dict[str, dict[str, list[str]]] = {
+    "install": {
+        "apt": ["apt-get", "install", "-y"],
+        "dnf": ["dnf", "install", "-y"],
+        "yum": ["yum", "install", "-y"],
+        "zypper": ["zypper", "--non-interactive", "install"],
+        "pacman": ["pacman", "-S", "--needed", "--noconfirm"],
+    },
+    "reinstall": {
+        "apt": ["apt-get", "install", "-y", "--reinstall"],
+        "dnf": ["dnf", "reinstall", "-y"],
+        "yum": ["yum", "reinstall", "-y"],
+        "zypper": ["zypper", "--non-interactive", "install", "--force"],
+        "pacman": ["pacman", "-S", "--noconfirm"],
+    },
+    "remove": {
+        "apt": ["apt-get", "remove", "-y", "--purge"],
+        "dnf": ["dnf", "remove", "-y"],
+        "yum": ["yum", "remove", "-y"],
+        "zypper": ["zypper", "--non-interactive", "remove"],
+        "pacman": ["pacman", "-Rns", "--noconfirm"],
+    },
+}
+
+
+def _package_step(verb: str, d: Distro, pkgs: list[str], why: str, **kw: Any) -> RepairStep:
+    """``verb`` (install | reinstall | remove) ``pkgs`` with the distribution's package manager; a
+    manual step when it is unknown, none built on a package name that fails its grammar."""
     ok = valid_packages(pkgs)
     if ok is None:
         return unreadable("a package name")
     if d.family is None:
-        return manual(
-            f"install with your distribution's package manager: {' '.join(ok)} "
-            f"(names may differ on {d.name})",
-            why,
-        )
-    argv = {
-        "apt": ["apt-get", "install", "-y", *ok],
-        "dnf": ["dnf", "install", "-y", *ok],
-        "yum": ["yum", "install", "-y", *ok],
-        "zypper": ["zypper", "--non-interactive", "install", *ok],
-        "pacman": ["pacman", "-S", "--needed", "--noconfirm", *ok],
-    }[d.family]
-    return RepairStep(argv=argv, why=why, **kw)
+        if verb == "install":
+            return manual(
+                f"install with your distribution's package manager: {' '.join(ok)} "
+                f"(names may differ on {d.name})",
+                why,
+            )
+        return manual(f"{verb} with your package manager: {' '.join(ok)}", why)
+    return RepairStep(argv=[*_PKG_ARGV[verb][d.family], *ok], why=why, **kw)
+
+
+def install(d: Distro, pkgs: list[str], why: str, **kw: Any) -> RepairStep:
+    """Install ``pkgs`` with the distribution's package manager (a manual step when it is unknown)."""
+    return _package_step("install", d, pkgs, why, **kw)
 
 
 def reinstall(d: Distro, pkgs: list[str], why: str, **kw: Any) -> RepairStep:
-    ok = valid_packages(pkgs)
-    if ok is None:
-        return unreadable("a package name")
-    if d.family is None:
-        return manual(f"reinstall with your package manager: {' '.join(ok)}", why)
-    argv = {
-        "apt": ["apt-get", "install", "-y", "--reinstall", *ok],
-        "dnf": ["dnf", "reinstall", "-y", *ok],
-        "yum": ["yum", "reinstall", "-y", *ok],
-        "zypper": ["zypper", "--non-interactive", "install", "--force", *ok],
-        "pacman": ["pacman", "-S", "--noconfirm", *ok],
-    }[d.family]
-    return RepairStep(argv=argv, why=why, **kw)
+    return _package_step("reinstall", d, pkgs, why, **kw)
 
 
 def remove(d: Distro, pkgs: list[str], why: str, **kw: Any) -> RepairStep:
-    ok = valid_packages(pkgs)
-    if ok is None:
-        return unreadable("a package name")
-    if d.family is None:
-        return manual(f"remove with your package manager: {' '.join(ok)}", why)
-    argv = {
-        "apt": ["apt-get", "remove", "-y", "--purge", *ok],
-        "dnf": ["dnf", "remove", "-y", *ok],
-        "yum": ["yum", "remove", "-y", *ok],
-        "zypper": ["zypper", "--non-interactive", "remove", *ok],
-        "pacman": ["pacman", "-Rns", "--noconfirm", *ok],
-    }[d.family]
-    return RepairStep(argv=argv, why=why, **kw)
+    return _package_step("remove", d, pkgs, why, **kw)
 
 
 def headers_package(d: Distro, kernel: str) -> str | None:

@@ -284,10 +284,12 @@ class DockerTarget:
         try:
             from mlflow.tracking import MlflowClient
 
+            from gpuops.tracking.tracker import clip_error
+
             client = MlflowClient(tracking_uri=uri)
             run = client.get_run(job.run_id)
             if run.info.status in {"RUNNING", "SCHEDULED"}:
-                client.set_tag(job.run_id, "gpuops.error", error)
+                client.set_tag(job.run_id, "gpuops.error", clip_error(error))
                 client.set_terminated(job.run_id, status=status)
         except Exception as e:  # the run's state is reported, never a crash on the way out
             job.details["mark_error"] = f"{type(e).__name__}: {e}"

@@ -288,7 +288,8 @@ class Tracker:
     # -- finish -----------------------------------------------------------------------------
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         """End the run as FINISHED, FAILED or KILLED; an error text goes to the ``gpuops.error``
-        tag (first 5,000 characters) and to the artifact ``error.txt`` (whole)."""
+        tag (its first line and the last of the rest, 5,000 characters in all, see
+        :func:`clip_error`) and to the artifact ``error.txt`` (whole)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
         run_id = self._id()
@@ -302,11 +303,22 @@ class Tracker:
             gc.collect()
         if error:
             try:
-                self.client.set_tag(run_id, "gpuops.error", error[-5000:])
+                self.client.set_tag(run_id, "gpuops.error", clip_error(error))
                 self.client.log_text(run_id, error, "error.txt")
             except Exception:  # the status below matters more than the text
                 pass
         self.client.set_terminated(run_id, status=status)
+
+
+def clip_error(error: str, limit: int = 5000) -> str:
+    """``error`` cut to ``limit`` characters for a tag: the first line says what happened (the
+    exit code, the exception) and is kept; the end of a log or traceback is kept after it."""
+    if len(error) <= limit:
+        return error
+    head, _, rest = error.partition("\n")
+    head = head[: limit // 2]
+    keep = max(limit - len(head) - 5, 0)
+    return f"{head}\n…\n{rest[-keep:]}" if keep else head
 
 
 def mark_if_running(tracking_uri: str, run_id: str, status: str, error: str | None = None) -> bool:

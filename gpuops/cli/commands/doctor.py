@@ -32,7 +32,14 @@ EXAMPLES = """Examples:
   gpuops doctor --log err.txt         add an error text you got (a traceback, a docker error)
   gpuops doctor --fix                 print the repair plan (changes nothing)
   sudo gpuops doctor --fix --yes      apply it step by step, verifying each step
-  gpuops doctor --json                one JSON document, for scripts"""
+  gpuops doctor --json                one JSON document, for scripts
+  gpuops doctor --against 3f2a9c      what differs from the machine that made run 3f2a9c...
+  gpuops doctor --replay host.yaml --against 3f2a9c   the same, for a saved capture's machine
+
+With --against RUN_ID, doctor compares this machine's environment fingerprint (or that of the
+--replay capture) with the env.* tags of a run made by gpuops run: driver, CUDA, cuDNN, framework
+build, GPU, image digest, and the rest; and says whether the run's torch build still fits this
+machine's driver and GPUs, from the knowledge base. Exit code 1 when it does not, else 0."""
 
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -208,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--python", metavar="PATH", help="Inspect the packages of this Python instead of gpuops' own.")
     a("--env-dir", metavar="DIR", type=Path, default=Path("environments"),
       help="Pinned environments to check (default: environments).")
+    a("--against", metavar="RUN_ID",
+      help="Compare with the machine that made this tracked run (an id or a unique prefix).")
+    a("--tracking-uri", metavar="URI",
+      help="With --against: the MLflow store of the run (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
     a("--json", dest="json_", action="store_true", help=JSON_HELP)
     a("--quiet", "-q", action="store_true", help=QUIET_HELP)
     a("--no-color", action="store_true", help=NO_COLOR_HELP)
@@ -232,6 +243,8 @@ def doctor(
     log: list[Path] | None = None,
     python: str | None = None,
     env_dir: Path = Path("environments"),
+    against: str | None = None,
+    tracking_uri: str | None = None,
     json_: bool = False,
     quiet: bool = False,
     no_color: bool = False,
@@ -250,6 +263,15 @@ def doctor(
             raise UsageError(
                 "--fix --yes repairs this machine; it cannot apply the plan of a replayed capture"
             )
+        if tracking_uri is not None and against is None:
+            raise UsageError("--tracking-uri only goes with --against")
+        if against is not None:
+            used = [o for o, on in (("--fix", fix), ("--yes", yes), ("--deep", deep), ("--log", bool(log)))
+                    if on]
+            if used:
+                raise UsageError(f"--against compares environments; it does not go with {', '.join(used)}")
+            _against(app, against, tracking_uri=tracking_uri, replay=replay, capture=capture, python=python)
+            return app.exit_code
         if replay is not None:
             cap = load_capture(replay)
         else:
@@ -280,6 +302,62 @@ def doctor(
             app.out.result(data, render=None if app.out.json_mode or app.out.quiet else _render(report, fix))
             app.exit_code = report.exit_code
     return app.exit_code
+
+
+def _against(app: Application, run_ref: str, *, tracking_uri: str | None, replay: Path | None,
+             capture: Path | None, python: str | None) -> None:
+    """``--against RUN_ID``: the drift between the run's machine and this one (or the replayed one)."""
+    from gpuops.doctor import load_capture, save_capture
+    from gpuops.doctor.against import compare_environment, run_environment
+    from gpuops.doctor.fingerprint import environment_fingerprint
+
+    # the run first: a wrong id or store is said before anything is probed
+    run_id, tags = run_environment(run_ref, tracking_uri)
+    if replay is not None:
+        cap = load_capture(replay)
+        here_name = f"the capture {replay}"
+    else:
+        from gpuops.doctor import collect
+
+        cap = collect(quick=True, python=python)  # the capture that run fingerprints come from
+        here_name = "this machine"
+    if capture is not None:
+        save_capture(cap, capture)
+        app.out.info(f"capture written to {capture}")
+    report = compare_environment(run_id, tags, environment_fingerprint(cap), here_name=here_name)
+    render = None if app.out.json_mode or app.out.quiet else _render_against(report)
+    app.out.result(report.to_dict(), render=render)
+    app.exit_code = report.exit_code
+
+
+def _render_against(report: Any) -> Lines:
+    out = Lines()
+    out.add((f"gpuops doctor --against {report.run_id}", "bold"))
+    if report.identical:
+        out.add((f"No differences: {report.here} has the environment fingerprint of the run's machine "
+                 f"({len(report.same)} keys).", "green"))
+    else:
+        n = len(report.differences)
+        out.add(f"{n} difference{'s' if n != 1 else ''} between the run's machine and {report.here}:")
+        width = max(len(d.label) for d in report.differences)
+        runs = ["(not recorded)" if d.run is None else d.run for d in report.differences]
+        rw = min(max(len(r) for r in runs), 40)
+        out.add((f"  {'':<{width}}  {'the run':<{rw}}  here", "dim"))
+        for d, run in zip(report.differences, runs, strict=True):
+            out.add((f"  {d.label:<{width}}", "bold" if d.major else ""), f"  {run:<{rw}}  {d.here}")
+    v = report.verdict
+    out.add()
+    if v.build is None:
+        out.add(("The run's framework build: not recorded.", "yellow"))
+    else:
+        word = {True: ("fits", "green"), False: ("does not fit", "bold red"), None: ("cannot tell", "yellow")}
+        text, style = word[v.ok]
+        out.add(f"The run's build ({v.build}) on {report.here}: ", (text, style))
+    for r in v.reasons:
+        out.add(f"    • {r}")
+    for s in v.sources:
+        out.add((f"    source: {s.key} ({s.status}): {s.url or 'no URL'}", "dim"))
+    return out
 
 
 def _apply(

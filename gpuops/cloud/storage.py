@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,21 @@ def _skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
-def build_inputs_bundle(spec_path: Path, data: dict[str, str]) -> bytes:
-    """A tar.gz with the spec file at the top and each data folder at its path relative to the spec.
-
-    ``data`` maps a local folder to its path inside the bundle (the value written in the spec,
-    e.g. ``data/T91``), so the spec resolves its data the same way on the instance.
-    """
+def build_inputs_bundle(spec_path: Path, data: dict[str, str],
+                        extra: dict[str, bytes] | None = None) -> bytes:
+    """A tar.gz with the spec file at the top, each data folder at its bundle path (``data`` maps a
+    local folder to it, e.g. ``data/train``), and ``extra`` files (name -> bytes: the resolved
+    experiment, whose data paths are those bundle paths)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(spec_path, arcname=spec_path.name, filter=_skip)
+        if spec_path.is_file():
+            tar.add(spec_path, arcname=spec_path.name, filter=_skip)
         for src, arc in data.items():
             tar.add(src, arcname=arc, filter=_skip)
+        for name, blob in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(blob), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(blob))
     blob = buf.getvalue()
     if len(blob) > MAX_BUNDLE_BYTES:
         from gpuops.errors import UsageError

@@ -2,15 +2,19 @@
 
 Three steps, so that the CLI can show the plan and ask before anything costs money:
 
-* ``plan(request) -> AwsPlan``: read-only (validates the spec, looks up the AMI and the account);
-  instance type, region, AMI, hourly price, max hours, total cost, spot or not.
-* the caller shows it and confirms (``options["yes"]``, or ``AwsTarget.confirm_hook``);
-* ``launch_plan(plan) -> Job``: bucket, image (ECR push when local), instance profile, the MLflow
-  run, the inputs bundle, then ONE ``RunInstances`` call that carries the tags
-  (``TagSpecifications``), the deadline (user data) and ``InstanceInitiatedShutdownBehavior=
-  terminate`` together: an interrupted launch cannot leave an untagged instance without deadline.
+* ``plan(request) -> LaunchPlan`` (``aws_plan`` for the ``AwsPlan`` alone): read-only (looks up the
+  AMI and the account); instance type, region, AMI, hourly price, max hours, total cost, spot or not,
+  and the consent question;
+* the caller shows it and confirms (``--yes``, or ``AwsTarget.confirm_hook``);
+* ``launch(plan) -> AwsRun`` (``launch_plan(aws_plan) -> Job`` underneath): bucket, image (ECR push
+  when local), instance profile, the MLflow run (``prepare_run``, as every target), the inputs bundle
+  (the resolved experiment as ``resolved.json``, its data folders under ``data/``), then ONE
+  ``RunInstances`` call that carries the tags (``TagSpecifications``), the deadline (user data) and
+  ``InstanceInitiatedShutdownBehavior=terminate`` together: an interrupted launch cannot leave an
+  untagged instance without deadline. The instance runs ``gpuops run --resolved resolved.json``:
+  exactly the experiment validated here.
 
-``launch(request)`` does all three; without ``--yes`` and without a confirm hook it refuses.
+``launch_job(request)`` does all three; without ``yes`` and without a confirm hook it refuses.
 ``status`` / ``logs`` / ``stop`` / ``list_jobs`` work by the ``gpuops:run-id`` tag and the run's S3
 prefix. Credentials come from boto3's standard chain and go nowhere else: not into user data
 (the instance uses its instance profile), not into MLflow, not into the S3 log.
@@ -31,7 +35,15 @@ from pydantic import BaseModel, ConfigDict
 
 from gpuops.cloud.errors import aws_errors
 from gpuops.errors import GpuopsError, UsageError
-from gpuops.targets.base import Job, JobState, LaunchRequest
+from gpuops.targets.base import (
+    AwsOptions,
+    Job,
+    JobState,
+    LaunchPlan,
+    LaunchRequest,
+    RunEvent,
+    RunOutcome,
+)
 
 TAG_MANAGED = "gpuops:managed"
 TAG_RUN = "gpuops:run-id"
@@ -97,9 +109,13 @@ class AwsPlan(BaseModel):
         ]
 
 
-def _option(request: LaunchRequest, key: str, default: Any = None) -> Any:
-    value = request.options.get(key)
-    return default if value is None else value
+BUNDLE_SPEC = "resolved.json"  # the resolved experiment inside the inputs bundle
+
+
+def _options(request: LaunchRequest) -> AwsOptions:
+    if not isinstance(request.options, AwsOptions):
+        raise UsageError(f"the aws target was given {request.options.kind} options")
+    return request.options
 
 
 def _check_tracking_uri(uri: str | None) -> str:
@@ -129,30 +145,19 @@ def _check_tracking_uri(uri: str | None) -> str:
     return uri
 
 
-def _data_bundle(spec_path: Path, overrides: list[str], smoke: bool) -> tuple[Any, dict[str, str]]:
-    """Validate the spec (the run helper's loader) and map each data folder to its bundle path."""
-    from gpuops.experiments.spec import apply_overrides, load_experiment
-    from gpuops.specs import read_yaml
-
-    resolved = load_experiment(spec_path, overrides, smoke=smoke)
-    raw = apply_overrides(read_yaml(spec_path) or {}, overrides)
-    raw_data = raw.get("data") or {}
+def bundle_resolved(resolved: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The resolved experiment as the instance gets it (each data folder at ``data/<field>``,
+    relative to the bundle) and the map of local folders to their bundle paths."""
+    doc = resolved.to_dict()
+    spec_data = doc["spec"].get("data")
     bundle: dict[str, str] = {}
-    data = resolved.spec.data
-    for name in ("train", "eval", "root"):
-        value = getattr(data, name, None)
-        if not value or not Path(value).is_dir():
-            continue
-        written = str(raw_data.get(name) or type(data).model_fields[name].default)
-        rel = Path(written)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise UsageError(
-                f"data.{name} is {written!r}: the aws target ships data folders given relative "
-                "to the spec's folder or the repository",
-                hint="use a relative path",
-            )
-        bundle[str(Path(value).resolve())] = rel.as_posix()
-    return resolved, bundle
+    if isinstance(spec_data, dict):
+        for name, value in list(spec_data.items()):
+            if isinstance(value, str) and Path(value).is_absolute() and Path(value).is_dir():
+                rel = f"data/{name}"
+                bundle[str(Path(value).resolve())] = rel
+                spec_data[name] = rel
+    return doc, bundle
 
 
 class AwsTarget:
@@ -187,63 +192,72 @@ class AwsTarget:
         return str(self.session().region_name or DEFAULT_REGION)
 
     # -- plan ----------------------------------------------------------------------------------
-    def plan(self, request: LaunchRequest) -> AwsPlan:
+    def plan(self, request: LaunchRequest) -> LaunchPlan:
+        plan = self.aws_plan(request)
+        import re
+
+        from gpuops.cloud.prices import price_table
+
+        prices = price_table()
+        url = re.search(r"https?://\S+", prices.source)
+        where = f", {url.group(0)}" if url else ""
+        rows = [*plan.summary_rows(),
+                ("price data", f"{prices.currency} on-demand list prices as of {prices.as_of}{where}")]
+        cost = "an unknown amount" if plan.total_cost is None else f"at most ${plan.total_cost:.2f}"
+        question = f"Launch {plan.instance_type} in {plan.region} for up to {plan.max_hours:g} h ({cost})?"
+        from gpuops.tracking.tracker import redact_uri
+
+        price_data = {"as_of": prices.as_of, "currency": prices.currency, "source": prices.source}
+        doc = {**plan.model_dump(mode="json"), "tracking_uri": redact_uri(plan.tracking_uri),
+               "price_data": price_data}
+        return LaunchPlan(request, rows=rows, consent=question, detail=plan, doc=doc)
+
+    def aws_plan(self, request: LaunchRequest) -> AwsPlan:
         from gpuops.cloud.ami import resolve_ami
         from gpuops.cloud.ecr import has_registry
         from gpuops.cloud.prices import price_table
         from gpuops.cloud.storage import default_bucket, read_launch
 
-        region = self._region(request.options.get("region"))
-        instance_type = str(_option(request, "instance_type", DEFAULT_INSTANCE_TYPE))
-        max_hours = float(_option(request, "max_hours", DEFAULT_MAX_HOURS))
+        opts = _options(request)
+        region = self._region(opts.region)
+        instance_type = opts.instance_type
+        max_hours = float(opts.max_hours)
         if not 0 < max_hours <= 168:
             raise UsageError(f"--max-hours {max_hours:g}: expected more than 0 and at most 168 (a week)")
-        spot = bool(_option(request, "spot", False))
         tracking_uri = _check_tracking_uri(request.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
-        image = _option(request, "image")
-        push_from = None
-        if image and not has_registry(str(image)):
-            push_from, image = str(image), None
-        elif not image and (request.env_name or _option(request, "env")):
-            push_from = _find_env_image(str(request.env_name or _option(request, "env")))
+        image, push_from = opts.image, None
+        if image and not has_registry(image):
+            push_from, image = image, None
+        elif not image and opts.env:
+            push_from = _find_env_image(opts.env)
 
         table = price_table()
         hourly = table.hourly(instance_type, region)
         with aws_errors(region):
-            ami, ami_source = resolve_ami(self.client("ssm", region), _option(request, "ami"))
-            bucket = _option(request, "bucket")
+            ami, ami_source = resolve_ami(self.client("ssm", region), opts.ami)
+            bucket = opts.bucket
             if not bucket:
                 account = self.client("sts", region).get_caller_identity()["Account"]
                 bucket = default_bucket(account, region)
             # a run id that an earlier aws launch left in S3 is a resume: same inputs, same run
-            prior = (
-                read_launch(self.client("s3", region), str(bucket), request.run_id)
-                if request.run_id
-                else None
-            )
-        spec_path = Path(request.spec_path)
-        overrides, smoke, bundle = list(request.overrides), request.smoke, {}
-        if prior is not None:
-            experiment, spec_name = str(prior["experiment"]), str(prior["spec_name"])
-            overrides, smoke = list(prior.get("overrides") or []), bool(prior.get("smoke"))
-        elif not spec_path.is_file():
-            where = (
-                f" (and run {request.run_id} was not launched on AWS in {region})" if request.run_id else ""
-            )
-            raise UsageError(f"{spec_path}: no such spec file{where}")
-        else:
-            resolved, bundle = _data_bundle(spec_path, overrides, smoke)
-            experiment, spec_name = resolved.experiment_name, spec_path.name
+            prior = (read_launch(self.client("s3", region), str(bucket), request.run_id)
+                     if request.run_id else None)
+        resolved = request.resolved
+        if request.resume and prior is None:
+            raise UsageError(f"run {request.run_id} was not launched on AWS in {region}: "
+                             "nothing to resume there",
+                             hint="resume it on the target it ran on, or give --region")
+        _, bundle = bundle_resolved(resolved)
         return AwsPlan(
-            spec_path=str(spec_path),
-            experiment=experiment,
-            spec_name=spec_name,
+            spec_path=resolved.source,
+            experiment=resolved.experiment_name,
+            spec_name=str(prior.get("spec_name") or BUNDLE_SPEC) if prior else BUNDLE_SPEC,
             region=region,
             instance_type=instance_type,
             ami=ami,
             ami_source=ami_source,
-            spot=spot,
+            spot=opts.spot,
             max_hours=max_hours,
             hourly_price=hourly,
             total_cost=None if hourly is None else round(hourly * max_hours, 2),
@@ -251,19 +265,25 @@ class AwsTarget:
             image=image,
             push_from=push_from,
             bucket=str(bucket),
-            instance_profile=str(_option(request, "instance_profile", DEFAULT_PROFILE)),
+            instance_profile=opts.instance_profile,
             tracking_uri=tracking_uri,
             run_id=request.run_id,
             resume=prior is not None,
-            smoke=smoke,
-            overrides=overrides,
+            smoke=resolved.smoke,
+            overrides=resolved.public_overrides(),
             data_bundle=bundle,
         )
 
     # -- launch --------------------------------------------------------------------------------
-    def launch(self, request: LaunchRequest) -> Job:
-        plan = self.plan(request)
-        if not _option(request, "yes", False):
+    def launch(self, plan: LaunchPlan) -> AwsRun:
+        """Launch a plan the caller has shown and had confirmed."""
+        job = self.launch_plan(plan.detail, plan.request)
+        return AwsRun(self, job, plan.detail.tracking_uri, plan.detail.experiment)
+
+    def launch_job(self, request: LaunchRequest, *, yes: bool = False) -> Job:
+        """Plan and launch in one call (scripts, tests): ``yes``, or a confirm hook that says yes."""
+        plan = self.aws_plan(request)
+        if not yes:
             if self.confirm_hook is None:
                 cost = "an unknown amount" if plan.total_cost is None else f"up to ${plan.total_cost:.2f}"
                 raise UsageError(
@@ -272,9 +292,9 @@ class AwsTarget:
                 )
             if not self.confirm_hook(plan):
                 raise GpuopsError("launch cancelled; nothing was started")
-        return self.launch_plan(plan)
+        return self.launch_plan(plan, request)
 
-    def launch_plan(self, plan: AwsPlan) -> Job:
+    def launch_plan(self, plan: AwsPlan, request: LaunchRequest) -> Job:
         from gpuops.cloud.bootstrap import BootstrapConfig, render_user_data
         from gpuops.cloud.iam import ensure_instance_profile
         from gpuops.cloud.storage import build_inputs_bundle, ensure_bucket, run_prefix, write_launch
@@ -288,12 +308,16 @@ class AwsTarget:
                 image = self._push(plan.push_from, region)
             ensure_instance_profile(self.client("iam", region), plan.instance_profile, plan.bucket)
 
-            run_id = self._mlflow_run(plan, image)
+            run_id = self._mlflow_run(plan, image, request)
             if not plan.resume:  # a resumed run reuses the inputs its first launch uploaded
+                import json
+
+                doc, _ = bundle_resolved(request.resolved)
                 s3.put_object(
                     Bucket=plan.bucket,
                     Key=f"{run_prefix(run_id)}/inputs.tar.gz",
-                    Body=build_inputs_bundle(Path(plan.spec_path), plan.data_bundle),
+                    Body=build_inputs_bundle(Path(plan.spec_path), plan.data_bundle,
+                                             extra={BUNDLE_SPEC: json.dumps(doc).encode()}),
                 )
                 launch_doc = {
                     "experiment": plan.experiment,
@@ -304,9 +328,7 @@ class AwsTarget:
                 }
                 write_launch(s3, plan.bucket, run_id, launch_doc)
 
-            extra = ["--smoke"] if plan.smoke else []
-            for item in plan.overrides:
-                extra += ["--set", item]
+            extra: list[str] = []  # the resolved experiment carries --smoke and every --set
             cfg = BootstrapConfig(
                 run_id=run_id,
                 region=region,
@@ -390,25 +412,24 @@ class AwsTarget:
 
         return push_image(docker.from_env(), self.client("ecr", region), local_image)
 
-    def _mlflow_run(self, plan: AwsPlan, image: str) -> str:
+    def _mlflow_run(self, plan: AwsPlan, image: str, request: LaunchRequest) -> str:
+        from gpuops.tracking.runs import prepare_run
         from gpuops.tracking.tracker import Tracker
 
-        tracker = Tracker(plan.tracking_uri)
         tags = {
-            "gpuops.target": "aws",
+            **request.tags,
             "aws.region": plan.region,
             "aws.instance_type": plan.instance_type,
             "aws.spot": str(plan.spot).lower(),
             "aws.ami": plan.ami,
             "aws.bucket": plan.bucket,
             "aws.max_hours": f"{plan.max_hours:g}",
+            "aws.resumed": str(plan.resume).lower(),
         }
         if image:
             tags["env.image"] = image
-        if plan.run_id:  # a resume, or a run the caller created (--run-id)
-            tracker.start(run_id=plan.run_id, tags={**tags, "aws.resumed": str(plan.resume).lower()})
-            return plan.run_id
-        return tracker.start(plan.experiment, tags=tags)
+        return prepare_run(Tracker(plan.tracking_uri), request.resolved, target="aws", run_id=plan.run_id,
+                           parent_run_id=request.parent_run_id, tags=tags)
 
     @staticmethod
     def _mark_run(tracking_uri: str, run_id: str, status: str, resume: bool) -> None:
@@ -590,3 +611,53 @@ def _find_env_image(env: str) -> str:
 
 def job_for_run(run_id: str, region: str | None = None) -> Job:
     return Job(target="aws", job_id=run_id, run_id=run_id, details={"region": region} if region else {})
+
+
+class AwsRun:
+    """The handle of a run on an EC2 instance: its log from S3, its state from the status S3 holds.
+    Ctrl-C stops following only: the instance runs on until the run ends or its deadline."""
+
+    def __init__(self, target: AwsTarget, job: Job, tracking_uri: str, experiment: str) -> None:
+        self.target, self.job = target, job
+        self.run_id = job.run_id or job.job_id
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    def events(self) -> Iterator[RunEvent]:
+        for line in self.target.logs(self.job, follow=True):
+            yield RunEvent("log", text=line)
+
+    def logs(self, follow: bool = False) -> Iterator[str]:
+        return self.target.logs(self.job, follow=follow)
+
+    def status(self) -> JobState:
+        return self.target.status(self.job)
+
+    def outcome(self) -> str | None:
+        """What the instance reported in S3: running, succeeded, failed, interrupted (or None)."""
+        from gpuops.cloud.storage import read_status
+
+        try:
+            st = read_status(self.target.client("s3", str(self.job.details["region"])),
+                             str(self.job.details["bucket"]), self.run_id)
+        except Exception:  # only used to word the outcome
+            return None
+        return str(st["state"]) if st and st.get("state") else None
+
+    def wait(self) -> RunOutcome:
+        state = self.status()
+        outcome = self.outcome()
+        status = {JobState.SUCCEEDED: "FINISHED", JobState.FAILED: "FAILED", JobState.KILLED: "KILLED",
+                  JobState.RUNNING: "RUNNING", JobState.PENDING: "RUNNING"}.get(state, "UNKNOWN")
+        if outcome == "interrupted":
+            status = "KILLED"
+        code = 0 if state in (JobState.SUCCEEDED, JobState.RUNNING, JobState.PENDING) else 1
+        return RunOutcome(status=status, exit_code=code, state=state, error=outcome)
+
+    def stop(self, reason: str = "stopped by gpuops") -> None:
+        self.target.stop(self.job)
+
+    def interrupt(self, *, signalled: bool, reason: str) -> RunOutcome:
+        return RunOutcome(status="RUNNING", exit_code=130, state=JobState.RUNNING, error="detached")
+
+    def close(self) -> None:
+        return None

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gpuops.targets.base import Job, JobState, LaunchRequest
+from gpuops.targets.base import Job, JobState, LaunchPlan, LaunchRequest, RunEvent, RunOutcome
 
 _STATE = {"FINISHED": JobState.SUCCEEDED, "FAILED": JobState.FAILED, "KILLED": JobState.KILLED,
           "RUNNING": JobState.RUNNING, "SCHEDULED": JobState.PENDING}
@@ -124,33 +124,28 @@ def check_host_resources(resources: Any) -> None:
 class LocalTarget:
     name = "local"
 
-    def __init__(self) -> None:
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    # -- launch -----------------------------------------------------------------------------
-    def launch(self, request: LaunchRequest) -> Job:
-        """Resolve the spec (unless given in ``options['resolved']``), set up the MLflow run and
-        start the trainer. Options: ``resolved``, ``resume`` (bool), ``parent_run_id``."""
-        from gpuops.experiments.spec import load_experiment
-        from gpuops.tracking.runs import load_run_spec, prepare_run
+    def plan(self, request: LaunchRequest) -> LaunchPlan:
+        """Checks that need no run: a resumed run's trainer must be gone; a new run's device and GPU
+        count must exist on this machine."""
         from gpuops.tracking.tracker import Tracker
 
-        opts = request.options
+        if request.resume and request.run_id:
+            refuse_if_trainer_alive(Tracker(request.tracking_uri), request.run_id)
+        if not request.resume:
+            check_host_resources(request.resolved.spec.resources)
+        res = request.resolved.spec.resources
+        return LaunchPlan(request, rows=[("target", "local"), ("device", f"{res.device} x {res.gpus}")])
+
+    def launch(self, plan: LaunchPlan) -> LocalRun:
+        """Set up the MLflow run and start the trainer."""
+        from gpuops.tracking.runs import prepare_run
+        from gpuops.tracking.tracker import Tracker
+
+        request = plan.request
+        resolved = request.resolved
         tracker = Tracker(request.tracking_uri)
-        resume = bool(opts.get("resume"))
-        if resume and request.run_id:
-            refuse_if_trainer_alive(tracker, request.run_id)
-        resolved = opts.get("resolved")
-        if resolved is None:
-            if resume and request.run_id:
-                resolved = load_run_spec(tracker, request.run_id)
-            else:
-                resolved = load_experiment(request.spec_path, request.overrides, smoke=request.smoke,
-                                           download=bool(opts.get("download")))
-        if not resume:
-            check_host_resources(resolved.spec.resources)
-        run_id = prepare_run(tracker, resolved, target=str(opts.get("target_tag", "local")),
-                             run_id=request.run_id, parent_run_id=opts.get("parent_run_id"))  # type: ignore[arg-type]
+        run_id = prepare_run(tracker, resolved, target=request.target, run_id=request.run_id,
+                             parent_run_id=request.parent_run_id, tags=request.tags)
         jobdir: Path | None = None
         proc: subprocess.Popen[bytes] | None = None
         try:
@@ -163,7 +158,7 @@ class LocalTarget:
 
             secret_uri = redact_uri(tracker.tracking_uri) != tracker.tracking_uri
             cmd = worker_command(resolved_file, run_id, None if secret_uri else tracker.tracking_uri, events,
-                                 resume=resume, gpus=resolved.spec.resources.gpus,
+                                 resume=request.resume, gpus=resolved.spec.resources.gpus,
                                  device=resolved.spec.resources.device)
             env = dict(os.environ)
             if secret_uri:
@@ -176,7 +171,6 @@ class LocalTarget:
             with open(log, "wb") as logf:
                 proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=child_dies_with_parent())
-            self._procs[str(proc.pid)] = proc
             ident = process_identity(proc.pid)
             with contextlib.suppress(Exception):  # only --resume's safety check reads these
                 tracker.set_tags({f"{TRAINER_TAG}.{k}": v for k, v in ident.items()})
@@ -194,49 +188,87 @@ class LocalTarget:
 
                 shutil.rmtree(jobdir, ignore_errors=True)
             raise
-        return Job(target=self.name, job_id=str(proc.pid), run_id=run_id,
-                   details={"jobdir": str(jobdir), "events": str(events), "log": str(log),
-                            "tracking_uri": tracker.tracking_uri, "experiment": resolved.experiment_name,
-                            "command": cmd})
+        job = Job(target=self.name, job_id=str(proc.pid), run_id=run_id,
+                  details={"jobdir": str(jobdir), "events": str(events), "log": str(log), "command": cmd})
+        return LocalRun(job, proc, tracker.tracking_uri, resolved.experiment_name)
 
-    # -- status / logs / stop ---------------------------------------------------------------
-    def _proc(self, job: Job) -> subprocess.Popen[bytes] | None:
-        return self._procs.get(job.job_id)
 
-    def status(self, job: Job) -> JobState:
-        proc = self._proc(job)
-        if proc is not None and proc.poll() is None:
+TRAINER_LOG = "trainer.log"
+
+
+class LocalRun:
+    """The handle of a trainer running on this machine."""
+
+    def __init__(self, job: Job, proc: subprocess.Popen[bytes], tracking_uri: str, experiment: str) -> None:
+        self.job, self.proc = job, proc
+        self.run_id = job.run_id or ""
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    def status(self) -> JobState:
+        if self.proc.poll() is None:
             return JobState.RUNNING
-        if job.run_id:
-            from gpuops.tracking.tracker import Tracker
+        from gpuops.tracking.tracker import Tracker
 
-            tr = Tracker(str(job.details["tracking_uri"]))
-            tr.run_id = job.run_id
-            return _STATE.get(tr.status(), JobState.UNKNOWN)
-        return JobState.UNKNOWN
+        tr = Tracker(self.tracking_uri)
+        tr.run_id = self.run_id
+        return _STATE.get(tr.status(), JobState.UNKNOWN)
 
-    def logs(self, job: Job, follow: bool = False) -> Iterator[str]:
+    def logs(self, follow: bool = False) -> Iterator[str]:
         """The trainer's stdout/stderr, line by line (``follow``: until it exits)."""
-        path = Path(str(job.details["log"]))
-        proc = self._proc(job)
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(str(self.job.details["log"]), encoding="utf-8", errors="replace") as f:
             while True:
                 line = f.readline()
                 if line:
                     yield line.rstrip("\n")
                     continue
-                if not follow or proc is None or proc.poll() is not None:
-                    rest = f.read()
-                    yield from rest.splitlines()
+                if not follow or self.proc.poll() is not None:
+                    yield from f.read().splitlines()
                     return
                 time.sleep(0.2)
 
-    def stop(self, job: Job, *, signalled: bool = False, grace: float = 30.0,
-             reason: str = "stopped by gpuops (Ctrl-C)") -> None:
+    def events(self, poll: float = 0.2) -> Iterator[RunEvent]:
+        """Progress events from the trainer until it exits."""
+        with open(str(self.job.details["events"]), encoding="utf-8") as f:
+            buf = ""
+            while True:
+                chunk = f.read()
+                if chunk:
+                    buf += chunk
+                    *lines, buf = buf.split("\n")
+                    for line in lines:
+                        if line.strip():
+                            try:
+                                ev = RunEvent.from_trainer(json.loads(line))
+                            except (json.JSONDecodeError, AttributeError):
+                                continue
+                            if ev is not None:
+                                yield ev
+                    continue
+                if self.proc.poll() is not None:
+                    return
+                time.sleep(poll)
+
+    def wait(self) -> RunOutcome:
+        """Wait for the trainer. A run the trainer could not end (killed, crashed before it could)
+        is marked here; a run that did not finish keeps the trainer's output as ``trainer.log``."""
+        rc = self.proc.wait()
+        if rc == 0:
+            status = self._mark("FAILED", "the trainer exited without ending its run")
+        elif rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP):
+            status = self._mark("KILLED", f"the trainer was stopped (exit code {rc})")
+        else:
+            status = self._mark("FAILED", f"the trainer exited with code {rc}:\n{self.tail()}")
+        if status != "FINISHED":
+            self.keep_log()
+        return RunOutcome(status=status, exit_code=_exit_code(status),
+                          state=_STATE.get(status, JobState.UNKNOWN))
+
+    def stop(self, reason: str = "stopped by gpuops", *, signalled: bool = False,
+             grace: float = 30.0) -> None:
         """Interrupt the trainer (SIGINT, then SIGTERM, then SIGKILL) and make sure the run is KILLED.
         ``signalled``: the trainer got the same signal (a Ctrl-C at the terminal reaches both)."""
-        proc = self._proc(job)
-        if proc is not None and proc.poll() is None:
+        proc = self.proc
+        if proc.poll() is None:
             if signalled:
                 # The terminal's Ctrl-C reached the trainer too, and it is ending its run (summary,
                 # MLflow status). A second SIGINT now would cut that short, so give it the grace time
@@ -253,64 +285,53 @@ class LocalTarget:
                     break
                 except subprocess.TimeoutExpired:
                     continue
-        self._mark(job, "KILLED", reason)
+        self._mark("KILLED", reason)
 
-    # -- following a run --------------------------------------------------------------------
-    def follow(self, job: Job, poll: float = 0.2) -> Iterator[dict[str, Any]]:
-        """Progress events from the trainer until it exits."""
-        proc = self._proc(job)
-        with open(str(job.details["events"]), encoding="utf-8") as f:
-            buf = ""
-            while True:
-                chunk = f.read()
-                if chunk:
-                    buf += chunk
-                    *lines, buf = buf.split("\n")
-                    for line in lines:
-                        if line.strip():
-                            try:
-                                yield json.loads(line)
-                            except json.JSONDecodeError:
-                                continue
-                    continue
-                if proc is None or proc.poll() is not None:
-                    return
-                time.sleep(poll)
+    def interrupt(self, *, signalled: bool, reason: str) -> RunOutcome:
+        """Ctrl-C (``signalled``: it reached the trainer too) or a SIGTERM/SIGHUP of gpuops alone."""
+        self.stop(reason, signalled=signalled)
+        self.keep_log()
+        return RunOutcome(status="KILLED", exit_code=130, state=JobState.KILLED, error=reason)
 
-    def wait(self, job: Job) -> tuple[int, str]:
-        """Wait for the trainer; return (exit code, final MLflow status). A run the trainer could
-        not end (killed, crashed before it could) is marked here."""
-        proc = self._proc(job)
-        rc = proc.wait() if proc is not None else 1
-        if rc == 0:
-            status = self._mark(job, "FAILED", "the trainer exited without ending its run")
-        elif rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGHUP):
-            status = self._mark(job, "KILLED", f"the trainer was stopped (exit code {rc})")
-        else:
-            status = self._mark(job, "FAILED", f"the trainer exited with code {rc}:\n{self.tail(job)}")
-        return rc, status
-
-    def cleanup(self, job: Job) -> None:
+    def close(self) -> None:
         """Remove the job folder (resolved spec, events, trainer log)."""
         import shutil
 
-        shutil.rmtree(str(job.details["jobdir"]), ignore_errors=True)
-        self._procs.pop(job.job_id, None)
+        shutil.rmtree(str(self.job.details["jobdir"]), ignore_errors=True)
 
-    def tail(self, job: Job, lines: int = 40) -> str:
+    def tail(self, lines: int = 40) -> str:
         try:
-            text = Path(str(job.details["log"])).read_text(errors="replace")
+            text = Path(str(self.job.details["log"])).read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _mark(self, job: Job, status: str, error: str) -> str:
-        if not job.run_id:
-            return "UNKNOWN"
+    def keep_log(self) -> bool:
+        """Log the trainer's output as the run's ``trainer.log`` artifact (once)."""
+        if self.job.details.get("log_kept"):
+            return True
+        from gpuops.tracking.tracker import Tracker, redact_text
+
+        try:
+            text = Path(str(self.job.details["log"])).read_text(errors="replace")
+            if not text.strip() or not self.run_id:
+                return False
+            tr = Tracker(self.tracking_uri)
+            tr.run_id = self.run_id
+            tr.log_text(redact_text(text[-1_000_000:]), TRAINER_LOG)
+            self.job.details["log_kept"] = True
+            return True
+        except Exception:  # the run's status matters more than its log
+            return False
+
+    def _mark(self, status: str, error: str) -> str:
         from gpuops.tracking.tracker import Tracker, mark_if_running
 
-        uri = str(job.details["tracking_uri"])
-        mark_if_running(uri, job.run_id, status, error)
-        tr = Tracker(uri)
-        tr.run_id = job.run_id
+        mark_if_running(self.tracking_uri, self.run_id, status, error)
+        tr = Tracker(self.tracking_uri)
+        tr.run_id = self.run_id
         return tr.status()
+
+
+def _exit_code(status: str) -> int:
+    return {"FINISHED": 0, "KILLED": 130}.get(status, 1)

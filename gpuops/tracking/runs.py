@@ -85,11 +85,13 @@ def run_tags(resolved: ResolvedExperiment, target: str) -> dict[str, str]:
 
 def prepare_run(tracker: Tracker, resolved: ResolvedExperiment, *, target: str = "local",
                 run_id: str | None = None, parent_run_id: str | None = None,
-                run_name: str | None = None) -> str:
-    """Create (or attach to ``run_id``) the run, and log params, tags and ``spec.yaml``."""
+                run_name: str | None = None, tags: dict[str, str] | None = None) -> str:
+    """The one way a run is made, for every target: create it (or attach to ``run_id``) in the
+    experiment ``resolved.experiment_name``, and log the params, the tags (``run_tags`` plus
+    ``tags``) and ``spec.yaml``. A run that cannot be set up is not left RUNNING."""
     import yaml
 
-    tags = run_tags(resolved, target)
+    tags = {**run_tags(resolved, target), **(tags or {})}
     created = run_id is None
     if run_id is None:
         run_id = tracker.start(resolved.experiment_name, run_name=run_name or resolved.spec.tracking.run_name,
@@ -99,13 +101,27 @@ def prepare_run(tracker: Tracker, resolved: ResolvedExperiment, *, target: str =
     try:
         if not created:
             have = tracker.tags()
-            if "gpuops.target" in have:  # the caller (docker, aws) knows where it really runs
-                tags.pop("gpuops.target")
+            for key in ("gpuops.target", "gpuops.reproduces"):  # set where the run was made
+                if key in have:
+                    tags.pop(key, None)
+            # what the machine that made the run knew (its git commit) is kept over an "unknown"
+            # from a container or instance that has no checkout
+            tags = {k: v for k, v in tags.items()
+                    if not (v == "unknown" and have.get(k, "unknown") != "unknown")}
             tracker.set_tags(tags)
         tracker.log_params(resolved.params())
         artifacts = {a.path for a in tracker.client.list_artifacts(run_id)}
         if SPEC_ARTIFACT not in artifacts:
             tracker.log_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False), SPEC_ARTIFACT)
+        if created and tags.get("git.dirty") == "true":  # so that a run from a dirty tree can be remade
+            from gpuops.tracking.gitinfo import run_diff
+            from gpuops.tracking.reproduce import DIFF_ARTIFACT
+
+            diff = run_diff(Path(resolved.source))
+            if diff:
+                from gpuops.tracking.tracker import redact_text
+
+                tracker.log_text(redact_text(diff), DIFF_ARTIFACT)
     except BaseException as e:  # never leave a run RUNNING that no trainer will ever end
         import contextlib
 

@@ -23,7 +23,8 @@ import pytest
 
 from gpuops.cloud.bootstrap import USER_DATA_LIMIT, BootstrapConfig, render_user_data
 from gpuops.errors import UsageError
-from gpuops.targets.base import LaunchRequest
+from gpuops.launch import build_request
+from gpuops.targets.base import AwsOptions
 from tests.aws.conftest import REGION, SENTINEL_SECRET, Imds
 from tests.conftest import REPO, require
 
@@ -90,13 +91,10 @@ def _launch_and_fetch_user_data(
     target.s3_endpoint = endpoint
     target.imds_endpoint = imds.url
     target.bootstrap_overrides = {"home": str(home), "sync_seconds": 5, "grace_seconds": 1}
-    req = LaunchRequest(
-        spec_path=sr_spec,
-        tracking_uri=tracking,
-        smoke=True,
-        options={"instance_type": "g4dn.xlarge", "region": REGION, "yes": True, "spot": spot, "max_hours": 1},
-    )
-    job = target.launch(req)
+    req = build_request(spec=sr_spec, tracking_uri=tracking, smoke=True,
+                        options=AwsOptions(instance_type="g4dn.xlarge", region=REGION, spot=spot,
+                                           max_hours=1))
+    job = target.launch_job(req, yes=True)
     ec2 = boto3.client("ec2", region_name=REGION)
     ud = ec2.describe_instance_attribute(InstanceId=job.job_id, Attribute="userData")["UserData"]["Value"]
     return job, base64.b64decode(ud).decode()

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gpuops.errors import UsageError
-from gpuops.targets.base import LaunchRequest
+from gpuops.launch import build_request
+from gpuops.targets.base import AwsOptions
 from tests.aws.conftest import REGION, ec2_error_xml, inject_error, sts_error_xml
 
 pytestmark = pytest.mark.aws
@@ -49,13 +50,9 @@ CASES = [
 def _launch(session: Any, spec: Path, uri: str, spot: bool) -> Any:
     from gpuops.targets.aws import AwsTarget
 
-    req = LaunchRequest(
-        spec_path=spec,
-        tracking_uri=uri,
-        smoke=True,
-        options={"instance_type": "g5.xlarge", "region": REGION, "yes": True, "spot": spot, "max_hours": 1},
-    )
-    return AwsTarget(session=session).launch(req)
+    req = build_request(spec=spec, tracking_uri=uri, smoke=True,
+                        options=AwsOptions(instance_type="g5.xlarge", region=REGION, spot=spot, max_hours=1))
+    return AwsTarget(session=session).launch_job(req, yes=True)
 
 
 @pytest.mark.parametrize(("code", "status", "aws_message", "says", "todo"), CASES, ids=[c[0] for c in CASES])

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gpuops.errors import GpuopsError, UsageError
-from gpuops.targets.base import LaunchRequest
+from gpuops.launch import build_request
+from gpuops.targets.base import AwsOptions, LaunchRequest
 from tests.aws.conftest import REGION, SENTINEL_KEY_ID, SENTINEL_SECRET
 
 pytestmark = pytest.mark.aws
@@ -28,10 +29,9 @@ def _target(session: Any = None) -> Any:
 
 
 def _request(spec: Path, uri: str, **options: Any) -> LaunchRequest:
-    opts = {"instance_type": "g5.xlarge", "max_hours": 2, "region": REGION, "yes": True, **options}
-    return LaunchRequest(
-        spec_path=spec, tracking_uri=uri, smoke=True, overrides=["train.lr=0.0005"], options=opts
-    )
+    opts = {"instance_type": "g5.xlarge", "max_hours": 2, "region": REGION, **options}
+    return build_request(spec=spec, tracking_uri=uri, smoke=True, overrides=["train.lr=0.0005"],
+                         options=AwsOptions(**opts))
 
 
 def _record_calls(session: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -51,7 +51,7 @@ def test_plan_is_read_only_and_prices_from_the_data_file(dlami, sr_spec, mlflow_
 
     session = boto3.Session(region_name=REGION)
     calls = _record_calls(session)
-    plan = _target(session).plan(_request(sr_spec, mlflow_server.url, spot=True, max_hours=3))
+    plan = _target(session).aws_plan(_request(sr_spec, mlflow_server.url, spot=True, max_hours=3))
     hourly = price_table().hourly("g5.xlarge", REGION)
     assert plan.ami == dlami and plan.ami_source.startswith("ssm:/aws/service/deeplearning/")
     assert plan.instance_type == "g5.xlarge" and plan.region == REGION and plan.spot
@@ -60,7 +60,7 @@ def test_plan_is_read_only_and_prices_from_the_data_file(dlami, sr_spec, mlflow_
     assert plan.data_bundle  # the SR data folders travel with the spec
     assert all(name.startswith("Describe") for name, _ in calls)  # nothing was created
     # --ami wins over the SSM lookup
-    assert _target().plan(_request(sr_spec, mlflow_server.url, ami="ami-12c6146b")).ami_source == "--ami"
+    assert _target().aws_plan(_request(sr_spec, mlflow_server.url, ami="ami-12c6146b")).ami_source == "--ami"
 
 
 def test_launch_refuses_without_yes_and_respects_the_confirm_hook(dlami, sr_spec, mlflow_server) -> None:
@@ -68,11 +68,11 @@ def test_launch_refuses_without_yes_and_respects_the_confirm_hook(dlami, sr_spec
 
     target = _target()
     with pytest.raises(UsageError, match="--yes"):
-        target.launch(_request(sr_spec, mlflow_server.url, yes=False))
+        target.launch_job(_request(sr_spec, mlflow_server.url))
     seen = []
     target.confirm_hook = lambda plan: seen.append(plan.total_cost) or False
     with pytest.raises(GpuopsError, match="cancelled"):
-        target.launch(_request(sr_spec, mlflow_server.url, yes=False))
+        target.launch_job(_request(sr_spec, mlflow_server.url))
     assert seen and seen[0] is not None
     ec2 = boto3.client("ec2", region_name=REGION)
     live = ec2.describe_instances(
@@ -90,7 +90,7 @@ def _launch(sr_spec: Path, uri: str, **options: Any) -> tuple[Any, Any, list[tup
     session = boto3.Session(region_name=REGION)
     calls = _record_calls(session)
     target = _target(session)
-    job = target.launch(_request(sr_spec, uri, **options))
+    job = target.launch_job(_request(sr_spec, uri, **options), yes=True)
     return target, job, calls
 
 
@@ -126,16 +126,21 @@ def test_run_instances_request_read_back(dlami, sr_spec, mlflow_server) -> None:
         if ln.strip() and not ln.startswith(("#", "set ", "GPUOPS_", "mkdir"))
     )
     assert first_cmd.startswith('shutdown -P "+${GPUOPS_MAX_MINUTES}"') and "GPUOPS_MAX_MINUTES=120" in script
-    assert f"GPUOPS_RUN_ID={job.run_id}" in script and "--smoke" in script and "train.lr=0.0005" in script
+    assert f"GPUOPS_RUN_ID={job.run_id}" in script and "GPUOPS_SPEC=resolved.json" in script
 
-    # inputs bundle in S3: the spec and its data, nothing else
+    # inputs bundle in S3: the spec, the resolved experiment (what the instance trains: --smoke and
+    # --set included, data paths inside the bundle) and its data, nothing else
     s3 = boto3.client("s3", region_name=REGION)
     blob = s3.get_object(Bucket=job.details["bucket"], Key=f"gpuops/runs/{job.run_id}/inputs.tar.gz")[
         "Body"
     ].read()
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         names = tar.getnames()
+        resolved = json.loads(tar.extractfile("resolved.json").read())  # type: ignore[union-attr]
     assert sr_spec.name in names and any(n.startswith("data/") for n in names)
+    assert resolved["smoke"] and resolved["overrides"] == ["train.lr=0.0005"]
+    assert resolved["spec"]["train"]["lr"] == 0.0005
+    assert {resolved["spec"]["data"]["train"], resolved["spec"]["data"]["eval"]} <= set(names)
     pab = s3.get_public_access_block(Bucket=job.details["bucket"])["PublicAccessBlockConfiguration"]
     assert all(pab.values())
 
@@ -209,34 +214,23 @@ def test_resume_relaunches_into_the_same_run(dlami, sr_spec, mlflow_server) -> N
     target, first, _ = _launch(sr_spec, mlflow_server.url, spot=True)
     target.stop(first)
     # as `gpuops run --resume RUN_ID --target aws` calls it: no spec file, only the run id
-    req = LaunchRequest(
-        spec_path=Path("."),
-        run_id=first.run_id,
-        tracking_uri=mlflow_server.url,
-        options={"spot": True, "region": REGION, "yes": True, "max_hours": 1},
-    )
-    plan = target.plan(req)
+    req = build_request(resume=first.run_id[:10], tracking_uri=mlflow_server.url,
+                        options=AwsOptions(spot=True, region=REGION, max_hours=1))
+    plan = target.aws_plan(req)
     assert (
         plan.resume
         and plan.smoke
         and plan.overrides == ["train.lr=0.0005"]
-        and plan.spec_name == sr_spec.name
+        and plan.spec_name == "resolved.json"
     )
-    second = target.launch_plan(plan)
+    second = target.launch_plan(plan, req)
     assert second.run_id == first.run_id and second.job_id != first.job_id
     ec2 = boto3.client("ec2", region_name=REGION)
     ud = ec2.describe_instance_attribute(InstanceId=second.job_id, Attribute="userData")["UserData"]["Value"]
     script = base64.b64decode(ud).decode()
-    assert "GPUOPS_RESUME=1" in script and f"GPUOPS_SPEC={sr_spec.name}" in script
-    with pytest.raises(UsageError, match="no such spec file"):
-        target.plan(
-            LaunchRequest(
-                spec_path=Path("."),
-                run_id="0123abcd",
-                tracking_uri=mlflow_server.url,
-                options={"region": REGION},
-            )
-        )
+    assert "GPUOPS_RESUME=1" in script and "GPUOPS_SPEC=resolved.json" in script
+    with pytest.raises(UsageError, match="no MLflow run whose id starts with 0123abcd"):
+        build_request(resume="0123abcd", tracking_uri=mlflow_server.url, options=AwsOptions(region=REGION))
     target.stop(second)
 
 
@@ -259,8 +253,25 @@ def test_ecr_repository_created_once_and_auth_decoded(aws_env) -> None:
 def test_local_tracking_store_is_refused(dlami, sr_spec, monkeypatch) -> None:
     monkeypatch.delenv("GPUOPS_AWS_ALLOW_LOCAL_TRACKING")
     with pytest.raises(UsageError, match="cannot"):
-        _target().plan(_request(sr_spec, "sqlite:///mlflow.db"))
+        _target().aws_plan(_request(sr_spec, "sqlite:///mlflow.db"))
     with pytest.raises(UsageError, match="loopback"):
-        _target().plan(_request(sr_spec, "http://127.0.0.1:5000"))
+        _target().aws_plan(_request(sr_spec, "http://127.0.0.1:5000"))
     with pytest.raises(UsageError, match="user name or password"):
-        _target().plan(_request(sr_spec, "https://me:pw@mlflow.example.com"))
+        _target().aws_plan(_request(sr_spec, "https://me:pw@mlflow.example.com"))
+
+
+def test_an_aws_run_lands_in_the_specs_experiment_with_the_common_tags(dlami, sr_spec, mlflow_server,
+                                                                       tmp_path) -> None:
+    from tests.run.conftest import check_one_path, with_experiment
+
+    spec = with_experiment(sr_spec, tmp_path, "one-path-exp")
+    req = build_request(spec=spec, tracking_uri=mlflow_server.url, smoke=True,
+                        overrides=["resources.device=cpu"],
+                        options=AwsOptions(instance_type="g5.xlarge", region=REGION, max_hours=1))
+    target = _target()
+    job = target.launch_job(req, yes=True)
+    try:
+        tags = check_one_path(mlflow_server.url, job.run_id, "one-path-exp", "aws", "resources.device=cpu")
+        assert tags["aws.instance_type"] == "g5.xlarge"
+    finally:
+        target.stop(job)

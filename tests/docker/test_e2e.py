@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import REPO, require
 from tests.infra.docker_engine import build_env_vars
+from tests.run.conftest import check_one_path, with_experiment
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -19,22 +20,28 @@ def test_run_in_docker_logs_metrics_and_image_digest(tmp_path, pytorch_cpu_image
     import docker
     from mlflow.tracking import MlflowClient
 
-    spec = REPO / "experiments" / "srcnn_y.yaml"
-    require(spec.is_file(), f"{spec} missing (helper 'run' writes it)")
+    src = REPO / "experiments" / "srcnn_y.yaml"
+    require(src.is_file(), f"{src} missing (helper 'run' writes it)")
+    # the spec names its own experiment, and a --set changes a field: the container trains exactly
+    # what the host resolved (the resolved experiment is handed in; nothing re-reads the YAML)
+    spec = with_experiment(src, tmp_path, "one-path-exp")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, **build_env_vars(base_image, build_ca[0]), "NO_COLOR": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     res = subprocess.run(
-        [sys.executable, "-m", "gpuops", "run", str(spec.relative_to(REPO)), "--target", "docker",
-         "--env", "pytorch-cpu", "--smoke", "--tracking-uri", store, "--json"],
+        [sys.executable, "-m", "gpuops", "run", str(spec), "--target", "docker",
+         "--env", "pytorch-cpu", "--smoke", "--set", "resources.device=cpu", "--tracking-uri", store,
+         "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert res.returncode == 0, f"stdout:\n{res.stdout[-3000:]}\nstderr:\n{res.stderr[-5000:]}"
     doc = json.loads(res.stdout)
     assert doc["target"] == "docker" and doc["state"] == "succeeded"
+    assert doc["experiment"] == "one-path-exp" and doc["status"] == "FINISHED"
     run = MlflowClient(tracking_uri=store).get_run(doc["run_id"])
     assert run.info.status == "FINISHED"
-    tags = run.data.tags
+    tags = check_one_path(store, doc["run_id"], "one-path-exp", "docker", "resources.device=cpu")
+    assert tags["git.commit"] != "unknown"  # the host's checkout, kept over the container's view
     # The image the run used is the pytorch-cpu image built from this checkout: the fixture's, unless
     # the gpuops sources changed since it was built (then the target built the new one on demand).
     assert tags.get("gpuops.target") == "docker", tags

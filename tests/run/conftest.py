@@ -103,3 +103,52 @@ def only_run(uri: str, experiment: str) -> Any:
         return None
     runs = c.search_runs([exp.experiment_id])
     return runs[0] if len(runs) == 1 else None
+
+
+# The tags every target's run carries (``tracking.runs.prepare_run``: one function for all targets).
+PATH_TAGS = ("spec.hash", "spec.name", "spec.task", "gpuops.version", "gpuops.overrides", "gpuops.smoke",
+             "git.commit", "git.dirty", "gpuops.target")
+
+
+def with_experiment(spec: Path, folder: Path, experiment: str) -> Path:
+    """A copy of ``spec`` in ``folder`` with ``tracking.experiment`` set and its data paths made
+    absolute (so the copy finds the same data)."""
+    from gpuops.experiments.spec import resolve_data_path
+
+    doc = yaml.safe_load(spec.read_text())
+    for key in ("train", "eval"):
+        if key in (doc.get("data") or {}):
+            found = resolve_data_path(doc["data"][key], spec.resolve().parent)
+            assert found is not None, f"{spec}: data.{key}"
+            doc["data"][key] = str(found)
+    doc.setdefault("tracking", {})["experiment"] = experiment
+    out = folder / f"{experiment}.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def check_one_path(uri: str, run_id: str, experiment: str, target: str, override: str) -> dict[str, str]:
+    """The run landed in ``experiment`` with the tags every target gives, its ``--set`` applied to
+    the params and recorded, and its ``spec.yaml`` stored; returns its tags. (A run made through a
+    server that proxies artifacts, ``mlflow-artifacts:``, is checked on the server's disk instead.)"""
+    import json
+
+    c = client(uri)
+    run = c.get_run(run_id)
+    assert c.get_experiment(run.info.experiment_id).name == experiment
+    tags = run.data.tags
+    missing = [k for k in PATH_TAGS if k not in tags]
+    assert not missing, (missing, sorted(tags))
+    assert tags["gpuops.target"] == target
+    assert override in json.loads(tags["gpuops.overrides"])
+    key, _, value = override.partition("=")
+    assert run.data.params[key] == value
+    if run.info.artifact_uri.startswith("mlflow-artifacts:"):
+        db = Path(uri[len("sqlite:///"):])
+        from gpuops.tracking.server import default_artifacts_dir
+
+        found = list(default_artifacts_dir(f"sqlite:///{db}").rglob(f"{run_id}/artifacts/spec.yaml"))
+        assert found, run.info.artifact_uri
+    else:
+        assert any(a.path == "spec.yaml" for a in c.list_artifacts(run_id))
+    return tags

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,6 @@ UriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow track
                                              "MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db).")]
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="A few iterations on a few images/examples: the "
                                          "whole path on CPU in seconds (classification uses digits).")]
-
-VAL_KEYS = ("val/psnr", "val/psnr_bicubic", "val/psnr_bicubic_full", "val/ssim", "val/ssim_bicubic",
-            "val/accuracy", "val/loss", "train/loss", "train/throughput")
 
 
 def _quiet_mlflow() -> None:
@@ -87,209 +83,177 @@ def _redacted_messages() -> Iterator[None]:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
     return str(v)
 
 
-def _store_hint(uri: str) -> str:
-    from gpuops.tracking.tracker import redact_uri
+class _Follow:
+    """Renders a handle's events: the progress bar (trainer events), log lines (containers,
+    instances), and one warning when CPU training will take more than an hour."""
 
-    if uri.startswith("sqlite:///"):
-        return f"{uri[len('sqlite:///'):]} (open it with: gpuops ui)"
-    return redact_uri(uri)
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.summary: Any = None
+        self.error: str | None = None
 
-
-def _run_local(app: Application, request: Any, total_hint: int | None = None) -> dict[str, Any]:
-    """Launch on the local target, show progress, wait, and return the summary document."""
-    from gpuops.targets.local import LocalTarget
-
-    target = LocalTarget()
-    job = target.launch(request)
-    try:
-        return _follow_local(app, target, job, total_hint)
-    finally:  # every way out: the job folder (resolved spec, events, trainer log) goes
-        target.cleanup(job)
-
-
-def _follow_local(app: Application, target: Any, job: Any, total_hint: int | None) -> dict[str, Any]:
-    from gpuops.tracking.tracker import Tracker, redact_uri
-
-    app.out.info(f"run {job.run_id} in experiment {job.details['experiment']!r}")
-    summary: dict[str, Any] = {}
-    error: str | None = None
-    began = time.monotonic()
-    try:
+    def __call__(self, handle: Any, total_hint: int | None = None) -> None:
+        out = self.app.out
         device, total, first, warned = None, None, None, False
-        with app.out.progress("training", total=total_hint) as bar:
-            for ev in target.follow(job):
-                kind = ev.get("event")
-                if kind == "start":
-                    bar.update(total=ev["total"], completed=ev["start"])
-                    device, total = ev.get("device"), ev["total"]
-                elif kind == "progress":
+        with out.progress("training", total=total_hint) as bar:
+            for ev in handle.events():
+                if ev.kind == "log":
+                    if not out.json_mode and not out.quiet:
+                        out.err_console.print(ev.text, markup=False)
+                elif ev.kind == "start":
+                    bar.update(total=ev.total, completed=ev.start)
+                    device, total = ev.device, ev.total
+                elif ev.kind == "progress" and ev.it is not None:
                     now = time.monotonic()
                     if first is None:
-                        first = (now, ev["it"])
-                    elif device == "cpu" and total and not warned and ev["it"] > first[1]:
-                        eta = (total - ev["it"]) * (now - first[0]) / (ev["it"] - first[1])
+                        first = (now, ev.it)
+                    elif device == "cpu" and total and not warned and ev.it > first[1]:
+                        eta = (total - ev.it) * (now - first[0]) / (ev.it - first[1])
                         if eta > 3600:
                             warned = True
-                            app.out.warn(f"training on the CPU: about {eta / 3600:.1f} h to go at this "
-                                         "speed (a GPU, or fewer train.iterations, is faster)")
-                    bar.update(completed=ev["it"], status=f"loss {ev['loss']:.4g} · "
-                               f"{ev['throughput']:.0f} samples/s")
-                elif kind == "eval":
-                    shown = {k: v for k, v in ev["metrics"].items() if k in ("val/psnr", "val/accuracy")}
+                            out.warn(f"training on the CPU: about {eta / 3600:.1f} h to go at this "
+                                     "speed (a GPU, or fewer train.iterations, is faster)")
+                    bar.update(completed=ev.it, status=f"loss {ev.loss or 0:.4g} · "
+                               f"{ev.throughput or 0:.0f} samples/s")
+                elif ev.kind == "eval":
+                    shown = {k: v for k, v in ev.metrics.items() if k in ("val/psnr", "val/accuracy")}
                     if shown:
                         bar.update(status=" ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
-                elif kind == "summary":
-                    summary = ev
-                elif kind == "error":
-                    error = ev.get("message")
-    except _Stop as e:  # only this process got it: pass it on to the trainer at once
-        target.stop(job, signalled=False, reason=f"gpuops run got {e}")
-        _keep_log(target, job)
-        raise
-    except KeyboardInterrupt:
-        target.stop(job, signalled=True)
-        _keep_log(target, job)
-        raise
-    rc, status = target.wait(job)
-    tr = Tracker(str(job.details["tracking_uri"]))
-    run = tr.client.get_run(job.run_id or "")
-    metrics = {k: run.data.metrics[k] for k in VAL_KEYS if k in run.data.metrics}
-    doc = {
-        "run_id": job.run_id,
-        "experiment": job.details["experiment"],
-        "status": status,
-        "exit_code": rc,
-        "metrics": metrics,
-        "iterations": summary.get("iterations"),
-        "train_seconds": summary.get("seconds"),
-        "wall_seconds": round(time.monotonic() - began, 2),
-        "tracking_uri": redact_uri(str(job.details["tracking_uri"])),
-        "store": _store_hint(str(job.details["tracking_uri"])),
-        "artifact_uri": run.info.artifact_uri,
-    }
-    if status != "FINISHED":
-        from gpuops.tracking.tracker import redact_text
+                elif ev.kind == "summary":
+                    self.summary = ev
+                elif ev.kind == "error":
+                    self.error = ev.text
 
-        doc["error"] = redact_text(error or run.data.tags.get("gpuops.error", "")[-2000:] or target.tail(job))
-        if _keep_log(target, job):  # the job folder goes; the log stays with the run
-            doc["trainer_log"] = f"{run.info.artifact_uri}/{TRAINER_LOG}"
+
+def _confirm(app: Application, question: str) -> None:
+    """Ask before spending money; refuse (exit 2) when there is no terminal to ask on."""
+    import sys
+
+    if not sys.stdin.isatty():
+        raise UsageError(f"not launching without confirmation ({question.rstrip('?')}): stdin is not a "
+                         "terminal", hint="check the plan, then run again with --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise GpuopsError("launch cancelled; nothing was started")
+
+
+def execute(app: Application, request: Any, *, yes: bool = False) -> dict[str, Any]:
+    """Plan, confirm where it costs money, launch, follow, wait: the same calls for every target.
+    Returns the run's summary document (``gpuops.launch.summarise``)."""
+    from gpuops.launch import summarise
+    from gpuops.targets import get_target
+
+    target = get_target(request.target)
+    plan = target.plan(request)
+    doc: dict[str, Any] = {"target": request.target, "launched": False}
+    if plan.doc:
+        doc["plan"] = plan.doc
+    if plan.consent is not None:
+        app.out.print(app.out.table(["", "value"], plan.rows, title=f"gpuops run --target {request.target}: "
+                                                                   "plan"))
+        if not yes:
+            try:
+                _confirm(app, plan.consent)
+            except BaseException as e:
+                doc["error"] = str(e) if isinstance(e, GpuopsError) else "interrupted"
+                app.out.result(doc)  # --json: still one document, with the plan and launched: false
+                raise
+    began = time.monotonic()
+    handle = target.launch(plan)
+    doc.update({"launched": True, "run_id": handle.run_id, "job_id": handle.job.job_id})
+    app.out.info(f"run {handle.run_id} in experiment {handle.experiment!r} ({request.target}"
+                 + (f": {handle.job.job_id[:12]}" if request.target != "local" else "") + ")")
+    follow = _Follow(app)
+    try:
+        if getattr(request.options, "detach", False):
+            from gpuops.targets.base import JobState, RunOutcome
+
+            outcome = RunOutcome(status="RUNNING", exit_code=0, state=JobState.RUNNING)
+            state = "launched"
+        else:
+            try:
+                follow(handle, request.resolved.spec.train.iterations
+                       if hasattr(request.resolved.spec, "train") else None)
+                outcome = handle.wait()
+            except _Stop as e:  # only this process got it: pass it on at once
+                handle.interrupt(signalled=False, reason=f"gpuops run got {e}")
+                raise
+            except KeyboardInterrupt:
+                outcome = handle.interrupt(signalled=True, reason="stopped by gpuops (Ctrl-C)")
+                if outcome.status != "RUNNING":
+                    raise
+                app.out.info(f"stopped following; {request.target} job {handle.job.job_id} runs on "
+                             f"(gpuops stop {handle.run_id} ends it now)")
+            detached = outcome.exit_code == 130 and outcome.status == "RUNNING"
+            state = "detached" if detached else str(outcome.state)
+        doc.update(summarise(handle, outcome, began=began, summary=follow.summary, error=follow.error))
+        doc["state"] = state
+        if outcome.error == "interrupted":
+            doc["outcome"] = "interrupted"
+            app.out.warn(f"spot interruption: continue with gpuops run --resume {handle.run_id} --target aws")
+    finally:  # every way out: job folders, containers and host-side servers go
+        handle.close()
     return doc
 
 
-TRAINER_LOG = "trainer.log"
-
-
-def _keep_log(target: Any, job: Any) -> bool:
-    """Log the trainer's output as the run's ``trainer.log`` artifact (a run that did not finish)."""
-    from gpuops.tracking.tracker import Tracker, redact_text
-
-    log = Path(str(job.details["log"]))
-    try:
-        text = log.read_text(errors="replace")
-        if not text.strip() or not job.run_id:
-            return False
-        tr = Tracker(str(job.details["tracking_uri"]))
-        tr.run_id = job.run_id
-        tr.log_text(redact_text(text[-1_000_000:]), TRAINER_LOG)
-        return True
-    except Exception:  # the run's status matters more than its log
-        return False
-
-
 def _summary_table(app: Application, doc: dict[str, Any]) -> Any:
-    rows = [("run", doc["run_id"]), ("experiment", doc["experiment"]), ("status", doc["status"])]
+    rows = [("run", doc["run_id"]), ("experiment", doc["experiment"]), ("target", doc["target"]),
+            ("status", doc["status"])]
+    if doc.get("state") in ("launched", "detached"):
+        rows.append(("state", doc["state"]))
     rows += [(k, _fmt(v)) for k, v in doc["metrics"].items()]
     if doc.get("train_seconds") is not None:
         rows.append(("training time", f"{doc['train_seconds']:.1f} s"))
+    for key in ("deadline", "log", "image"):
+        if key in doc.get("details", {}):
+            rows.append((key, str(doc["details"][key])))
     rows.append(("MLflow store", doc["store"]))
     return app.out.table(["", "value"], rows, title="gpuops run")
 
 
-def _confirm(plan: Any) -> None:
-    """Ask before spending money; refuse (exit 2) when there is no terminal to ask on."""
-    import sys
-
-    cost = "an unknown amount" if plan.total_cost is None else f"at most ${plan.total_cost:.2f}"
-    what = f"{plan.instance_type} in {plan.region} for up to {plan.max_hours:g} h ({cost})"
-    if not sys.stdin.isatty():
-        raise UsageError(f"not launching {what} without confirmation: stdin is not a terminal",
-                         hint="check the plan, then run again with --yes")
-    if not typer.confirm(f"Launch {what}?", default=False, err=True):
-        raise GpuopsError("launch cancelled; nothing was started")
-
-
-def _aws_outcome(impl: Any, job: Any) -> str | None:
-    """The state the instance reported in S3 (running, succeeded, failed, interrupted), if any."""
-    from gpuops.cloud.storage import read_status
-
-    try:
-        st = read_status(impl.client("s3", str(job.details["region"])), str(job.details["bucket"]),
-                         job.run_id or job.job_id)
-    except Exception:  # only used to word the message
-        return None
-    return str(st["state"]) if st and st.get("state") else None
+def report(app: Application, doc: dict[str, Any]) -> None:
+    """The summary, and the exit code: 0 finished (or launched and detached), 130 killed, else 1."""
+    app.out.result(doc, render=_summary_table(app, doc))
+    if doc["status"] == "FINISHED" or doc.get("state") == "launched":
+        app.out.info(f"MLflow store: {doc['store']}")
+        return
+    if doc.get("state") == "detached":
+        app.exit_code = 130
+        return
+    if doc["status"] == "RUNNING":
+        return
+    last = [ln for ln in (doc.get("error") or "").splitlines() if ln.strip()][-1:]
+    tail = f": {last[0].strip()}" if last else ""
+    app.out.error(f"run {doc['run_id']} {doc['status']}{tail}")
+    app.exit_code = 130 if doc["status"] == "KILLED" else 1
 
 
-def _run_aws(app: Application, request: Any, *, yes: bool, detach: bool) -> None:
-    """Plan, show, confirm, launch; then follow the instance's log from S3 unless --detach."""
-    import re
+def target_options(target: str, *, env: str | None = None, image: str | None = None,
+                   aws: dict[str, Any] | None = None) -> Any:
+    """The typed options of ``--target``, refusing options of another target."""
+    from gpuops.targets import TARGET_NAMES
+    from gpuops.targets.base import AwsOptions, DockerOptions, LocalOptions
 
-    from gpuops.cloud.prices import price_table
-    from gpuops.targets.aws import AwsTarget
-    from gpuops.tracking.tracker import redact_uri
-
-    impl = AwsTarget()
-    plan = impl.plan(request)
-    prices = price_table()
-    url = re.search(r"https?://\S+", prices.source)
-    price_data = {"as_of": prices.as_of, "currency": prices.currency, "source": prices.source}
-    plan_doc = {**plan.model_dump(mode="json"), "tracking_uri": redact_uri(plan.tracking_uri),
-                "price_data": price_data}
-    doc: dict[str, Any] = {"target": "aws", "launched": False, "plan": plan_doc}
-    where = f", {url.group(0)}" if url else ""
-    rows = [*plan.summary_rows(),
-            ("price data", f"{prices.currency} on-demand list prices as of {prices.as_of}{where}")]
-    app.out.print(app.out.table(["", "value"], rows, title="gpuops run --target aws: plan"))
-    if not yes:
-        try:
-            _confirm(plan)
-        except BaseException as e:
-            doc["error"] = str(e) if isinstance(e, GpuopsError) else "interrupted"
-            app.out.result(doc)  # --json: still one document, with the plan and launched: false
-            raise
-    job = impl.launch_plan(plan)
-    details = {k: v for k, v in job.details.items() if isinstance(v, str | int | float | bool) or v is None}
-    doc.update({"launched": True, "job_id": job.job_id, "run_id": job.run_id, "details": details})
-    app.out.info(f"aws: instance {job.job_id}, MLflow run {job.run_id}, powers off by {details['deadline']}")
-    app.out.info(f"log: gpuops logs {job.run_id} --follow · stop: gpuops stop {job.run_id}")
-    state = "launched"
-    if not detach:
-        try:
-            for line in impl.logs(job, follow=True):
-                if not app.out.json_mode and not app.out.quiet:
-                    app.out.err_console.print(line, markup=False)
-            state = str(impl.status(job))
-        except KeyboardInterrupt:
-            app.out.info(f"stopped following; instance {job.job_id} keeps running until the run ends or "
-                         f"{details['deadline']} (gpuops stop {job.run_id} ends it now)")
-            state = "detached"
-            app.exit_code = 130
-        outcome = _aws_outcome(impl, job)
-        if outcome:
-            doc["outcome"] = outcome
-        if outcome == "interrupted":
-            app.out.warn(f"spot interruption: continue with gpuops run --resume {job.run_id} --target aws")
-        if state not in ("succeeded", "running", "pending", "detached"):
-            app.exit_code = 1
-    doc["state"] = state
-    rows = [("instance", job.job_id), ("MLflow run", job.run_id), ("state", state),
-            ("deadline", details["deadline"]), ("log", details["log"])]
-    app.out.result(doc, render=app.out.table(["", "value"], rows, title="gpuops run --target aws"))
+    given = [name for name, value in (aws or {}).items() if value not in (None, False)]
+    if target != "aws" and given:
+        raise UsageError(f"{', '.join(given)}: only for --target aws (this run's target is {target})")
+    if target == "local":
+        if env or image:
+            raise UsageError(f"{'--env' if env else '--image'}: only for --target docker or aws "
+                             "(the local target trains with this Python)")
+        return LocalOptions()
+    if target == "docker":
+        return DockerOptions(env=env or "pytorch", image=image)
+    if target == "aws":
+        a = {k.lstrip("-").replace("-", "_"): v for k, v in (aws or {}).items() if v not in (None, False)}
+        return AwsOptions(env=env, image=image, **a)
+    raise UsageError(f"unknown target {target!r}: expected one of {', '.join(TARGET_NAMES)}")
 
 
 def run(
@@ -308,6 +272,9 @@ def run(
                                         "run.")] = False,
     download: Annotated[bool, typer.Option("--download", help="Fetch CIFAR-10 into data.root first "
                                            "when it is missing.")] = False,
+    resolved: Annotated[Path | None, typer.Option("--resolved", hidden=True, help="A resolved experiment "
+                                                  "written by gpuops (the docker and aws targets' inner "
+                                                  "side).")] = None,
     env: Annotated[str | None, typer.Option("--env", help="Environment (environments/NAME.yaml) for "
                                             "docker/aws.")] = None,
     instance_type: Annotated[str | None, typer.Option("--instance-type", help="aws: EC2 type.")] = None,
@@ -317,9 +284,10 @@ def run(
     region: Annotated[str | None, typer.Option("--region", help="aws: region.")] = None,
     ami: Annotated[str | None, typer.Option("--ami", help="aws: AMI id (default: the Deep Learning "
                                             "Base GPU AMI from its public SSM parameter).")] = None,
-    image: Annotated[str | None, typer.Option("--image", help="aws: image to run (a registry image is "
-                                              "used as is, a local one is pushed to ECR; default: "
-                                              "the --env image).")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="docker/aws: image to run (docker: a local "
+                                              "image, used as is; aws: a registry image is used as is, "
+                                              "a local one is pushed to ECR; default: the --env "
+                                              "image).")] = None,
     bucket: Annotated[str | None, typer.Option("--bucket", help="aws: S3 bucket for inputs, logs and "
                                                "checkpoints (default: gpuops-ACCOUNT-REGION).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="aws: return once the instance is launched "
@@ -358,72 +326,16 @@ def run(
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
     with _redacted_crash(), _stop_signals(), app.guard(), _redacted_messages():
-        from gpuops.experiments.spec import load_experiment
-        from gpuops.targets import get_target
-        from gpuops.targets.base import LaunchRequest
+        from gpuops.launch import build_request
 
-        overrides = list(set_ or [])
-        if resume and run_id:
-            raise UsageError("--resume and --run-id are exclusive (--resume RUN_ID is enough)")
-        if spec is None and not resume:
-            raise UsageError("a spec file is needed (e.g. gpuops run experiments/srcnn_y.yaml), "
-                             "or --resume RUN_ID")
-        if resume:  # a unique prefix will do; a FINISHED run is not continued without --force
-            from gpuops.tracking.runs import check_resumable, resolve_run_id
-            from gpuops.tracking.tracker import Tracker
-
-            client = Tracker(tracking_uri).client
-            resume = resolve_run_id(client, resume)
-            check_resumable(client, resume, force=force)
-        resolved = None
-        if not resume:
-            resolved = load_experiment(spec, overrides, smoke=smoke, download=download)  # type: ignore[arg-type]
-            if download and resolved.spec.task == "classify" and resolved.spec.data.dataset == "cifar10":
-                from gpuops.classify.data import CIFAR10_ARCHIVE, CIFAR10_FOLDER, download_cifar10
-
-                root = Path(resolved.spec.data.root)
-                if not (root / CIFAR10_ARCHIVE).is_file() and not (root / CIFAR10_FOLDER).is_dir():
-                    app.out.info(f"downloading CIFAR-10 into {root}")
-                    download_cifar10(root)
         aws_only = {"--instance-type": instance_type, "--spot": spot, "--max-hours": max_hours,
-                    "--region": region, "--ami": ami, "--image": image, "--bucket": bucket,
-                    "--detach": detach}
-        given = [name for name, value in aws_only.items() if value not in (None, False)]
-        if target != "aws" and given:
-            raise UsageError(f"{', '.join(given)}: only for --target aws (this run's target is {target})")
-        options: dict[str, object] = {"env": env, "instance_type": instance_type, "spot": spot,
-                                      "max_hours": max_hours, "region": region, "yes": yes,
-                                      "ami": ami, "image": image, "bucket": bucket}
-        request = LaunchRequest(spec_path=Path(spec) if spec else Path("."), overrides=overrides,
-                                tracking_uri=tracking_uri, run_id=resume or run_id, smoke=smoke,
-                                env_name=env, options=options)
-        if target == "local":
-            options.update({"resolved": resolved, "resume": bool(resume)})
-            doc = _run_local(app, request)
-            app.out.result(doc, render=_summary_table(app, doc))
-            if doc["status"] == "FINISHED":
-                app.out.info(f"MLflow store: {doc['store']}")
-            else:
-                last = [ln for ln in (doc.get("error") or "").splitlines() if ln.strip()][-1:]
-                tail = f": {last[0].strip()}" if last else ""
-                app.out.error(f"run {doc['run_id']} {doc['status']}{tail}")
-                app.exit_code = 130 if doc["status"] == "KILLED" else 1
-        elif target == "aws":
-            _run_aws(app, request, yes=yes, detach=detach)
-        else:
-            impl = get_target(target)
-            job = impl.launch(request)
-            app.out.info(f"{target}: job {job.job_id}, MLflow run {job.run_id}")
-            for line in impl.logs(job, follow=True):
-                if not json_ and not quiet:
-                    app.out.err_console.print(line, markup=False)
-            state = impl.status(job)
-            doc = {"target": target, "job_id": job.job_id, "run_id": job.run_id, "state": str(state),
-                   "details": {k: v for k, v in job.details.items() if isinstance(v, str | int | float)}}
-            app.out.result(doc, render=app.out.table(["", "value"], [(k, v) for k, v in doc.items()
-                                                                      if k != "details"]))
-            if str(state) not in ("succeeded", "running", "pending"):
-                app.exit_code = 1
+                    "--region": region, "--ami": ami, "--bucket": bucket, "--detach": detach}
+        options = target_options(target, env=env, image=image, aws=aws_only)
+        request = build_request(spec=spec, overrides=list(set_ or []), smoke=smoke, download=download,
+                                resume=resume, run_id=run_id, force=force, options=options,
+                                tracking_uri=tracking_uri, resolved_file=resolved,
+                                notify=app.out.info)
+        report(app, execute(app, request, yes=yes))
     app.exit()
 
 
@@ -434,6 +346,10 @@ def sweep(
                         "sweep: section).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Metric for the plot (default val/accuracy "
                                                "or val/psnr).")] = None,
+    target: Annotated[str, typer.Option("--target", help="Where each child trains: local | docker.")
+                      ] = "local",
+    env: Annotated[str | None, typer.Option("--env", help="docker: environment (environments/NAME.yaml).")
+                   ] = None,
     smoke: SmokeOpt = False,
     set_: SetOpt = None,
     tracking_uri: UriOpt = None,
@@ -443,9 +359,9 @@ def sweep(
 ) -> None:
     """Run one spec for several values of a field: child runs under one parent run.
 
-    Each value is a normal `gpuops run` (local target) logged as a child of a parent MLflow run;
+    Each value is a normal `gpuops run` on the target, logged as a child of a parent MLflow run;
     the parent gets a plot of the final metric against the value (sweep.png) and a table of
-    results (sweep.json).
+    results (sweep.json). Every child spec is validated before anything is tracked.
 
     \b
     Examples:
@@ -456,102 +372,20 @@ def sweep(
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
     with _redacted_crash(), _stop_signals(), app.guard(), _redacted_messages():
-        from gpuops.experiments.spec import load_experiment, parse_override
+        from gpuops.sweeps import plan_sweep, run_sweep
 
-        overrides = list(set_ or [])
-        base = load_experiment(spec, overrides, smoke=smoke)
-        if param:
-            if len(param) != 1:
-                raise UsageError("one --param KEY=V1,V2,... per sweep")
-            key, _, raw = param[0].partition("=")
-            values = [parse_override(f"{key}={v}")[1] for v in raw.split(",") if v.strip()]
-            if not key or not values:
-                raise UsageError(f"--param {param[0]!r}: expected KEY=V1,V2,...")
-        elif base.spec.sweep is not None:
-            key, values = base.spec.sweep.param, list(base.spec.sweep.values)
-        else:
-            raise UsageError(f"{spec}: no sweep: section; give --param KEY=V1,V2,...")
-        metric = metric or (base.spec.sweep.metric if base.spec.sweep else None) or (
-            "val/psnr" if base.spec.task == "sr" else "val/accuracy")
-        # validate every child spec before anything is tracked
-        children = [load_experiment(spec, [*overrides, f"{key}={v}"], smoke=smoke) for v in values]
-        doc = _sweep(app, base, children, key, values, metric, tracking_uri)
+        if target not in ("local", "docker"):
+            raise UsageError(f"--target {target}: sweeps run on local or docker")
+        options = target_options(target, env=env)
+        plan = plan_sweep(spec, param=param, metric=metric, overrides=list(set_ or []), smoke=smoke)
+        doc = run_sweep(plan, options=options, tracking_uri=tracking_uri,
+                        run_child=lambda request: execute(app, request), on_child=app.out.info)
         rows = [(r["value"], r["run_id"], r["status"], _fmt(r.get("metric"))) for r in doc["runs"]]
-        app.out.result(doc, render=app.out.table([key, "run", "status", metric], rows,
+        app.out.result(doc, render=app.out.table([plan.key, "run", "status", plan.metric], rows,
                                                   title=f"sweep {doc['parent_run_id']}"))
         if any(r["status"] != "FINISHED" for r in doc["runs"]):
             app.exit_code = 1
     app.exit()
-
-
-def _sweep(app: Application, base: Any, children: list[Any], key: str, values: list[Any], metric: str,
-           tracking_uri: str | None) -> dict[str, Any]:
-    import tempfile
-
-    from gpuops.targets.base import LaunchRequest
-    from gpuops.tracking.runs import run_tags
-    from gpuops.tracking.tracker import Tracker
-
-    tr = Tracker(tracking_uri)
-    tags = run_tags(base, "local")
-    tags.update({"gpuops.sweep.param": key, "gpuops.sweep.values": json.dumps(values)})
-    parent = tr.start(base.experiment_name, run_name=f"sweep {key}", tags=tags)
-    results: list[dict[str, Any]] = []
-    try:
-        for value, child in zip(values, children, strict=True):
-            app.out.info(f"{key}={value}")
-            req = LaunchRequest(spec_path=Path(child.source), overrides=child.overrides,
-                                tracking_uri=tr.tracking_uri, smoke=child.smoke,
-                                options={"resolved": child, "parent_run_id": parent})
-            doc = _run_local(app, req)
-            results.append({"value": value, "run_id": doc["run_id"], "status": doc["status"],
-                            "metric": doc["metrics"].get(metric)})
-            if doc["status"] == "KILLED":
-                raise KeyboardInterrupt
-        with tempfile.TemporaryDirectory() as tmp:
-            png = _sweep_plot(results, key, metric, Path(tmp) / "sweep.png",
-                              smoke=any(c.smoke for c in children))
-            tr.log_artifact(png)
-            tr.log_text(json.dumps(results, indent=2), "sweep.json")
-        for r in results:
-            if r["metric"] is not None and isinstance(r["value"], int | float):
-                tr.log_metrics({f"sweep/{metric}": r["metric"]}, step=int(r["value"]))
-        tr.finish("FINISHED" if all(r["status"] == "FINISHED" for r in results) else "FAILED")
-    except KeyboardInterrupt:
-        tr.finish("KILLED", "sweep interrupted")
-        raise
-    except BaseException as e:
-        tr.finish("FAILED", f"{type(e).__name__}: {e}")
-        raise
-    return {"parent_run_id": parent, "param": key, "metric": metric, "runs": results}
-
-
-def _sweep_plot(results: list[dict[str, Any]], key: str, metric: str, path: Path, *,
-                smoke: bool = False) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = [(r["value"], r["metric"]) for r in results if r["metric"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    numeric = all(isinstance(v, int | float) for v, _ in pts)
-    if numeric:
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
-        if pts and min(p[0] for p in pts) > 0 and max(p[0] for p in pts) / min(p[0] for p in pts) >= 20:
-            ax.set_xscale("log")
-    else:
-        ax.bar([str(p[0]) for p in pts], [p[1] for p in pts])
-    ax.set_xlabel(key)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {key}" + (" (--smoke: a check of the path, not a result)"
-                                              if smoke else ""), fontsize=10 if smoke else None)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def predict(

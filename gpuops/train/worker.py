@@ -24,11 +24,20 @@ from pathlib import Path
 from typing import Any
 
 
+STOP_DEADLINE_S = 7  # after SIGTERM/SIGHUP the trainer is gone within this, whatever it is doing
+
+
 def _sigterm(signo: int, _frame: Any) -> None:
     name = signal.Signals(signo).name
     common = sys.modules.get("gpuops.train.common")  # loaded once training is under way
     if common is not None:
         common.STOP_REQUESTED = name  # the training loop re-raises it if this one gets swallowed
+    # Ending the run KILLED takes a moment (a checkpoint is not written; the MLflow status is).
+    # Should that hang (a store that does not answer, a library that swallows the interrupt), the
+    # kernel ends the process: SIGALRM's default action. The run is then left RUNNING, which
+    # `gpuops runs --clean` finds (the trainer's pid is tagged on it).
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(STOP_DEADLINE_S)
     raise KeyboardInterrupt(name)
 
 

@@ -1,7 +1,11 @@
 """The experiment spec: what ``experiments/*.yaml`` may say, validated by pydantic.
 
-Two tasks share the same outer shape (``name``, ``task``, ``seed``, ``data``, ``model``, ``train``,
-``eval``, ``tracking``, ``resources``); ``task`` picks the schema of ``data``, ``model`` and ``eval``.
+The built-in tasks (``sr``, ``classify``) share the same outer shape (``name``, ``task``, ``seed``,
+``data``, ``model``, ``train``, ``eval``, ``tracking``, ``resources``); ``task`` picks the schema of
+``data``, ``model`` and ``eval``. ``task: script`` runs the user's own training code instead: an
+``entrypoint`` (argv with ``{params.x}``, ``{data.x}``, ``{outputs}``, ``{seed}`` placeholders), its
+``params``, an optional ``env`` (an ``environments/*.yaml``), named ``data`` folders, an ``outputs``
+folder, output ``metrics`` patterns and the ``smoke`` params (see ``ScriptExperiment``).
 
 ``load_experiment(path, overrides, smoke=...)`` reads the YAML, applies ``--set key=value``
 overrides, validates (one ``SpecError`` line naming file, field path and what was expected),
@@ -264,10 +268,157 @@ class ClassifyExperiment(_Experiment):
     eval: ClassifyEval = Field(default_factory=ClassifyEval)
 
 
-ExperimentSpec = SRExperiment | ClassifyExperiment
-_TASKS: dict[str, type[SRExperiment] | type[ClassifyExperiment]] = {
+# --------------------------------------------------------------------------- the user's own script
+MAX_ARGV = 1000
+MAX_ARG = 32_768  # characters in one argument: more than any real command line needs
+MAX_PARAMS = 200
+MAX_METRICS = 100
+MAX_CODE = 100
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a params / data key: also a placeholder and an env name
+ParamValue = bool | int | float | str
+
+
+def _check_key(v: str, what: str) -> str:
+    if not _KEY.match(v) or len(v) > 100:
+        raise ValueError(f"{what} names of letters, digits and '_' (not starting with a digit), "
+                         f"got {v[:80]!r}")
+    return v
+
+
+class MetricPatternSpec(_Strict):
+    """A metric read from the script's output, as SageMaker's metric definitions do: every line
+    (stdout and stderr) that ``regex`` matches gives one value of metric ``name``. The regex has
+    one capture group (the number), or the named groups ``value`` and, optionally, ``step``;
+    without a step group the step counts the metric's matches (1, 2, ...)."""
+
+    name: str = Field(min_length=1, max_length=MAX_TAG_KEY)
+    regex: str = Field(min_length=1, max_length=1000)
+    log: bool = True  # false: for the progress display only (the script logs this metric to MLflow itself)
+
+    @field_validator("name")
+    @classmethod
+    def _metric_name(cls, v: str) -> str:
+        if not _TAG_KEY.match(v) or ".." in v.split("/") or v.startswith("/"):
+            raise ValueError(f"a metric name of letters, digits, '_', '-', '.', ':', '/' and spaces "
+                             f"(MLflow's rule), got {v[:80]!r}")
+        return v
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            rx = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"a Python regular expression ({e})") from None
+        names = set(rx.groupindex)
+        if "value" in names:
+            if names - {"value", "step"}:
+                raise ValueError("named groups 'value' and 'step' only")
+        elif rx.groups != 1:
+            raise ValueError(f"a regex with exactly one capture group for the number (this one has "
+                             f"{rx.groups}), or named groups (?P<value>...) and (?P<step>...)")
+        return v
+
+
+class ScriptExperiment(_Strict):
+    """``task: script``: the user's own training code, run as a process and tracked like a built-in
+    experiment. See ``gpuops.scripts`` for how it is started and supervised."""
+
+    name: str
+    task: Literal["script"]
+    description: str = Field("", max_length=10_000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    # argv; "python" (or "python3") as the first item is the environment's interpreter
+    entrypoint: list[str] = Field(min_length=1, max_length=MAX_ARGV)
+    params: dict[str, ParamValue] = Field(default_factory=dict, max_length=MAX_PARAMS)
+    env: str | None = None  # environments/<env>.yaml; None = the interpreter running gpuops
+    data: dict[str, str] = Field(default_factory=dict, max_length=MAX_PARAMS)  # name -> folder
+    outputs: str | None = "outputs"  # relative to the run's working folder; logged as artifacts
+    metrics: list[MetricPatternSpec] = Field(default_factory=list, max_length=MAX_METRICS)
+    smoke: dict[str, ParamValue] = Field(default_factory=dict, max_length=MAX_PARAMS)  # params --smoke sets
+    code: list[str] = Field(default_factory=list, max_length=MAX_CODE)  # more source files/folders to log
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    sweep: SweepSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            if len(arg) > MAX_ARG:
+                raise ValueError(f"arguments of at most {MAX_ARG} characters")
+            if "\0" in arg:
+                raise ValueError("arguments without NUL characters")
+        if not v[0].strip():
+            raise ValueError("a program to run as the first item (e.g. python)")
+        return v
+
+    @field_validator("params", "smoke")
+    @classmethod
+    def _params(cls, v: dict[str, ParamValue]) -> dict[str, ParamValue]:
+        for key, value in v.items():
+            _check_key(key, "parameter")
+            if isinstance(value, str) and len(value) > MAX_TAG_VALUE:
+                raise ValueError(f"parameter values of at most {MAX_TAG_VALUE} characters ({key!r})")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            _check_key(key, "data folder")
+            _check_path(value)
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.endswith((".yaml", ".yml")):
+            return _check_path(v)
+        if not re.match(r"^[a-z0-9][a-z0-9._-]*$", v) or len(v) > MAX_NAME:
+            raise ValueError("an environment name (environments/<name>.yaml) or a path to its .yaml file")
+        return v
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        _check_path(v)
+        parts = Path(v).parts
+        if Path(v).is_absolute() or ".." in parts:
+            raise ValueError("a folder relative to the run's working folder, without '..' (e.g. outputs)")
+        return v
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: list[str]) -> list[str]:
+        for item in v:
+            _check_path(item)
+        return v
+
+    @model_validator(mode="after")
+    def _unique_metrics(self) -> ScriptExperiment:
+        names = [m.name for m in self.metrics]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"one pattern per metric name (repeated: {', '.join(dup)})")
+        return self
+
+
+ExperimentSpec = SRExperiment | ClassifyExperiment | ScriptExperiment
+AnySpec = SRExperiment | ClassifyExperiment | ScriptExperiment
+_TASKS: dict[str, type[SRExperiment] | type[ClassifyExperiment] | type[ScriptExperiment]] = {
     "sr": SRExperiment,
     "classify": ClassifyExperiment,
+    "script": ScriptExperiment,
 }
 
 
@@ -275,7 +426,7 @@ _TASKS: dict[str, type[SRExperiment] | type[ClassifyExperiment]] = {
 class ResolvedExperiment:
     """A validated spec with its data paths resolved, plus where it came from."""
 
-    spec: SRExperiment | ClassifyExperiment
+    spec: SRExperiment | ClassifyExperiment | ScriptExperiment
     source: str  # the spec file
     spec_hash: str
     overrides: list[str] = field(default_factory=list)
@@ -398,6 +549,9 @@ def smoke_overrides(task: str) -> dict[str, dict[str, Any]]:
 def _apply_smoke(data: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(data)
     task = out["task"]
+    if task == "script":  # the spec says what its smoke run is: params overrides
+        out.setdefault("params", {}).update(out.get("smoke") or {})
+        return out
     if task == "sr" and (out.get("model") or {}).get("arch") == "vdsr":
         task = "sr-deep"
     for section, values in smoke_overrides(task).items():
@@ -407,7 +561,7 @@ def _apply_smoke(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- loading
-def _validate_task(path: str | Path, data: Any) -> SRExperiment | ClassifyExperiment:
+def _validate_task(path: str | Path, data: Any) -> AnySpec:
     if not isinstance(data, dict):
         raise SpecError(path, "", "a mapping of experiment fields", type(data).__name__)
     task = data.get("task")
@@ -446,7 +600,7 @@ def _data_paths(spec: SRExperiment | ClassifyExperiment) -> list[str]:
     return ["root"] if spec.data.dataset == "cifar10" else []
 
 
-def spec_hash(spec: SRExperiment | ClassifyExperiment) -> str:
+def spec_hash(spec: AnySpec) -> str:
     canon = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
 
@@ -466,9 +620,16 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, *, smo
         raise SpecError(path, "", "a mapping of experiment fields", type(raw).__name__)
     data = apply_overrides(raw, overrides)
     spec = _validate_task(path, data)  # validate as written first: errors name the user's fields
+    if isinstance(spec, ScriptExperiment):
+        _check_script_overrides(path, raw, overrides)
     if smoke:  # the reductions, then the user's --set again (they win: --smoke --set train.iterations=50)
         smoked = apply_overrides(_apply_smoke(spec.model_dump(mode="json")), overrides)
         spec = _validate_task(path, smoked)
+    if isinstance(spec, ScriptExperiment):
+        h = spec_hash(spec)
+        spec = _resolve_script(path, spec)
+        return ResolvedExperiment(spec=spec, source=str(path.resolve()), spec_hash=h, overrides=overrides,
+                                  smoke=smoke)
     _cross_checks(path, spec)
     h = spec_hash(spec)
 
@@ -593,3 +754,128 @@ def _cross_checks(path: Path, spec: SRExperiment | ClassifyExperiment) -> None:
                             f"data.colour={spec.data.colour}", spec.model.layers)
     if spec.train.schedule == "step" and spec.train.step_every is None:
         raise SpecError(path, "train.step_every", "a number of iterations when train.schedule is step")
+
+
+# --------------------------------------------------------------------------- task: script
+PYTHON_NAMES = re.compile(r"^python(3(\.\d+)?)?$")  # "python", "python3", "python3.11": the env's Python
+_PLACEHOLDER = re.compile(r"\{(params|data)\.([^{}]*)\}|\{(outputs|seed)\}")
+
+
+def script_file_index(argv: list[str]) -> int | None:
+    """The position of the script file in ``argv``: the program itself when it is a path
+    (``./train.sh``), the first non-option argument after a Python interpreter (``python -u
+    train.py``), None for ``python -m module`` / ``-c code`` or a program found on PATH."""
+    if PYTHON_NAMES.match(argv[0]):
+        skip = False
+        for i, arg in enumerate(argv[1:], start=1):
+            if skip:  # the value of -W / -X
+                skip = False
+                continue
+            if arg.startswith(("-m", "-c")):
+                return None
+            if arg in ("-W", "-X"):
+                skip = True
+                continue
+            if arg.startswith("-"):
+                continue
+            return i
+        return None
+    return 0 if "/" in argv[0] else None
+
+
+def placeholders(arg: str) -> list[tuple[str, str]]:
+    """``("params", "lr")``, ``("data", "train")``, ``("outputs", "")``, ``("seed", "")`` in ``arg``."""
+    out = []
+    for m in _PLACEHOLDER.finditer(arg):
+        out.append((m.group(1), m.group(2)) if m.group(1) else (m.group(3), ""))
+    return out
+
+
+def find_environment_file(value: str, spec_dir: Path) -> Path | None:
+    """``env:`` as a path to a .yaml (resolved like a data path), or a name looked up as
+    ``environments/<name>.yaml`` in the repository root of the spec, then in the working directory."""
+    if value.endswith((".yaml", ".yml")):
+        return resolve_data_path(value, spec_dir)
+    roots = [r for r in (find_repo_root(spec_dir), Path.cwd()) if r is not None]
+    for root in roots:
+        cand = root / "environments" / f"{value}.yaml"
+        if cand.is_file():
+            return cand.resolve()
+    return None
+
+
+def _check_script_overrides(path: Path, raw: dict[str, Any], overrides: list[str]) -> None:
+    """``--set params.x=...`` (and a sweep's values) may only change a parameter the spec declares:
+    a typo would otherwise reach no placeholder and change nothing."""
+    declared = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    for item in overrides:
+        keys, _ = parse_override(item)
+        if keys[0] == "params" and len(keys) == 2 and keys[1] not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise SpecError(path, f"params.{keys[1]}", f"a parameter the spec declares under params: "
+                            f"(declared: {known})", item)
+
+
+def _resolve_script(path: Path, spec: ScriptExperiment) -> ScriptExperiment:
+    """Check a script spec against the files it names and resolve them (after hashing, like the
+    built-ins' data paths): the script file, ``code:`` items, ``data:`` folders, the environment."""
+    spec_dir = path.resolve().parent
+    for key in spec.smoke:
+        if key not in spec.params:
+            raise SpecError(path, f"smoke.{key}", f"a parameter declared under params: "
+                            f"(declared: {', '.join(sorted(spec.params)) or 'none'})")
+    r = spec.resources
+    if r.gpus != 1:
+        raise SpecError(path, "resources.gpus", "1 for task: script (the script starts its own workers; "
+                        "gpuops starts it once)", r.gpus)
+    if r.precision != "fp32" or r.channels_last:
+        raise SpecError(path, "resources", "device and threads only for task: script (precision and "
+                        "channels_last are the script's own choice)")
+    for i, arg in enumerate(spec.entrypoint):
+        for kind, key in placeholders(arg):
+            if kind == "params" and key not in spec.params:
+                raise SpecError(path, f"entrypoint[{i}]", f"placeholders of declared params (params: "
+                                f"{', '.join(sorted(spec.params)) or 'none'})", "{params." + key + "}")
+            if kind == "data" and key not in spec.data:
+                raise SpecError(path, f"entrypoint[{i}]", f"placeholders of declared data folders (data: "
+                                f"{', '.join(sorted(spec.data)) or 'none'})", "{data." + key + "}")
+            if kind == "outputs" and spec.outputs is None:
+                raise SpecError(path, f"entrypoint[{i}]", "an outputs: folder for {outputs} to name")
+    argv = list(spec.entrypoint)
+    idx = script_file_index(argv)
+    if idx is not None and not placeholders(argv[idx]):
+        found = resolve_data_path(argv[idx], spec_dir)
+        if found is None or not found.is_file():
+            raise SpecError(path, f"entrypoint[{idx}]", "an existing script file (looked beside the spec, in "
+                            "the repository root and in the working directory)", argv[idx])
+        argv[idx] = str(found)
+    code = []
+    for i, item in enumerate(spec.code):
+        found = resolve_data_path(item, spec_dir)
+        if found is None:
+            raise SpecError(path, f"code[{i}]", "an existing source file or folder", item)
+        code.append(str(found))
+    data = {}
+    for name, raw in spec.data.items():
+        found = resolve_data_path(raw, spec_dir)
+        if found is None:
+            raise SpecError(path, f"data.{name}", "an existing folder (looked beside the spec, in the "
+                            "repository root and in the working directory)", raw)
+        data[name] = str(_check_folder(path, f"data.{name}", found, raw))
+    env = spec.env
+    if env is not None:
+        found = find_environment_file(env, spec_dir)
+        if found is None:
+            raise SpecError(path, "env", "an environment: environments/<name>.yaml in the repository or the "
+                            "working directory, or a path to one", env)
+        from gpuops.envs import load_environment
+        from gpuops.envs.lock import require_lock
+
+        env_spec = load_environment(found)
+        try:
+            require_lock(env_spec)
+        except SpecError as e:
+            raise SpecError(path, "env", f"an environment whose lock is up to date ({e.expected})",
+                            env) from None
+        env = str(found)
+    return spec.model_copy(update={"entrypoint": argv, "code": code, "data": data, "env": env})

@@ -133,6 +133,12 @@ class LocalTarget:
             refuse_if_trainer_alive(Tracker(request.tracking_uri), request.run_id)
         if not request.resume:
             check_host_resources(request.resolved.spec.resources)
+        spec = request.resolved.spec
+        if spec.task == "script" and getattr(spec, "env", None):  # its venv needs that Python here
+            from gpuops.envs import load_environment
+            from gpuops.scripts.venv import find_python
+
+            find_python(load_environment(Path(spec.env)).python)
         res = request.resolved.spec.resources
         return LaunchPlan(request, rows=[("target", "local"), ("device", f"{res.device} x {res.gpus}")])
 

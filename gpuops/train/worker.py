@@ -23,7 +23,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-
 STOP_DEADLINE_S = 7  # after SIGTERM/SIGHUP the trainer is gone within this, whatever it is doing
 
 
@@ -100,6 +99,10 @@ def _nvml_ok() -> bool:
 def run_worker(resolved_doc: dict[str, Any], run_id: str | None, tracking_uri: str | None,
                events_path: str | None = None, resume: bool = False) -> int:
     """Train one experiment; return the process exit code (0, 1 failed, 130 interrupted)."""
+    if (resolved_doc.get("spec") or {}).get("task") == "script":  # the user's own code: gpuops.scripts
+        from gpuops.scripts.runner import run_script_worker
+
+        return run_script_worker(resolved_doc, run_id, tracking_uri, events_path, resume=resume)
     import torch
 
     from gpuops.experiments.spec import resolved_from_dict

@@ -20,7 +20,8 @@ from gpuops.knowledge import load_kb
 from tests.conftest import REPO
 
 ENV_DIR = REPO / "environments"
-SHIPPED = ["chainer", "pytorch", "pytorch-cpu", "pytorch-cu130", "tensorflow"]
+SHIPPED = ["chainer", "chainer-cpu", "pytorch", "pytorch-cpu", "pytorch-cu130", "tensorflow",
+           "tensorflow-cpu"]
 runner = CliRunner()
 WIDE = {"COLUMNS": "500"}  # one message, one line
 

@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 # elsewhere pip takes the matching build from PyPI.
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.gpuops-installed
+# the optional Ray extra (--target ray, doctor --cluster): make test installs it, make run does not
+RAY_STAMP := $(VENV)/.gpuops-ray-installed
 
 .PHONY: help venv run test lint bench clean
 
@@ -34,7 +36,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gpuops tests bench
 
-test: $(STAMP)
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[ray]'
+	@touch $(RAY_STAMP)
+
+test: $(STAMP) $(RAY_STAMP)
 	bash scripts/test-deps.sh
 	$(BIN)/ruff check gpuops tests bench
 	$(BIN)/python -m pytest

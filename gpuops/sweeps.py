@@ -59,29 +59,28 @@ def plan_sweep(spec: str | Path, *, param: list[str] | None = None, metric: str 
 def run_sweep(plan: SweepPlan, *, options: TargetOptions, tracking_uri: str | None,
               run_child: Callable[[LaunchRequest], dict[str, Any]],
               on_child: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the children one after another under a parent run; the sweep's document."""
+    """Run the children under a parent run (one after another; on Ray, as many at once as the
+    cluster's free GPUs allow); the sweep's document."""
     import tempfile
 
-    from gpuops.launch import build_request
     from gpuops.tracking.runs import prepare_run
     from gpuops.tracking.tracker import Tracker
 
     tr = Tracker(tracking_uri)
+    if options.kind == "ray":  # before any run exists
+        from gpuops.cluster.ray_cluster import check_auth, resolve_address
+        from gpuops.targets.ray import check_reachable_store
+
+        check_auth()
+        check_reachable_store(tr.tracking_uri, resolve_address(options.address))
     tags = {"gpuops.sweep.param": plan.key, "gpuops.sweep.values": json.dumps(plan.values)}
     parent = prepare_run(tr, plan.base, target=options.kind, run_name=f"sweep {plan.key}", tags=tags)
     tr.run_id = parent
-    results: list[dict[str, Any]] = []
     try:
-        for value, child in zip(plan.values, plan.children, strict=True):
-            if on_child is not None:
-                on_child(f"{plan.key}={value}")
-            request = build_request(resolved=child, options=options, tracking_uri=tr.tracking_uri,
-                                    parent_run_id=parent)
-            doc = run_child(request)
-            results.append({"value": value, "run_id": doc["run_id"], "status": doc["status"],
-                            "metric": doc["metrics"].get(plan.metric)})
-            if doc["status"] == "KILLED":
-                raise KeyboardInterrupt
+        if options.kind == "ray":
+            results = _on_ray(plan, parent, options, tr, on_child)
+        else:
+            results = _one_by_one(plan, parent, options, tr.tracking_uri, run_child, on_child)
         with tempfile.TemporaryDirectory() as tmp:
             png = sweep_plot(results, plan.key, plan.metric, Path(tmp) / "sweep.png",
                              smoke=any(c.smoke for c in plan.children))
@@ -99,6 +98,69 @@ def run_sweep(plan: SweepPlan, *, options: TargetOptions, tracking_uri: str | No
         raise
     return {"parent_run_id": parent, "param": plan.key, "metric": plan.metric, "target": options.kind,
             "runs": results}
+
+
+def _one_by_one(plan: SweepPlan, parent: str, options: Any, tracking_uri: str,
+                run_child: Callable[[LaunchRequest], dict[str, Any]],
+                on_child: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Each child through the one run path, one after another (a Ctrl-C ends the sweep)."""
+    from gpuops.launch import build_request
+
+    results: list[dict[str, Any]] = []
+    for value, child in zip(plan.values, plan.children, strict=True):
+        if on_child is not None:
+            on_child(f"{plan.key}={value}")
+        request = build_request(resolved=child, options=options, tracking_uri=tracking_uri,
+                                parent_run_id=parent)
+        doc = run_child(request)
+        results.append({"value": value, "run_id": doc["run_id"], "status": doc["status"],
+                        "metric": doc["metrics"].get(plan.metric)})
+        if doc["status"] == "KILLED":
+            raise KeyboardInterrupt
+    return results
+
+
+def _on_ray(plan: SweepPlan, parent: str, options: Any, tr: Any,
+            on_child: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Every child a trial on the Ray cluster at once, as many in flight as its free GPUs allow;
+    a failed trial is tried again into the same child run."""
+    from gpuops.cluster.ray_cluster import ray_session, resolve_address
+    from gpuops.cluster.trials import Trial, run_trials
+    from gpuops.targets.ray import trial_gpus
+    from gpuops.tracking.runs import prepare_run
+    from gpuops.tracking.tracker import Tracker, mark_if_running
+
+    trials: list[Trial] = []
+
+    def said(kind: str, trial: Trial, attempt: int) -> None:
+        if on_child is not None:
+            on_child(f"{trial.name}: {kind}" + (f" (attempt {attempt})" if attempt > 1 else ""))
+
+    try:
+        for value, child in zip(plan.values, plan.children, strict=True):
+            run_id = prepare_run(Tracker(tr.tracking_uri), child, target="ray", parent_run_id=parent)
+            trials.append(Trial(run_id=run_id, resolved=child.to_dict(), gpus=trial_gpus(child, options),
+                                name=f"{plan.key}={value}"))
+        with ray_session(resolve_address(options.address)) as session:
+            if on_child is not None:
+                free, total = session.gpus()
+                on_child(f"ray: {len(session.nodes())} node(s), {free:g} of {total:g} GPU(s) free")
+            done = run_trials(trials, tracking_uri=tr.tracking_uri, max_failures=options.max_failures,
+                              on_event=said)
+    except BaseException as e:  # no child run is left RUNNING (run_trials ends those it started)
+        for t in trials:
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            mark_if_running(tr.tracking_uri, t.run_id, status,
+                            f"the sweep on Ray ended early: {type(e).__name__}: {e}")
+        raise
+    out = []
+    for value, r in zip(plan.values, done, strict=True):
+        metrics = tr.client.get_run(r.run_id).data.metrics
+        out.append({"value": value, "run_id": r.run_id, "status": r.status,
+                    "metric": metrics.get(plan.metric),
+                    "attempts": r.attempts, "node": r.hostname,
+                    "cuda_visible_devices": r.cuda_visible_devices, "error": r.error})
+    return out
 
 
 def sweep_plot(results: list[dict[str, Any]], key: str, metric: str, path: Path, *,

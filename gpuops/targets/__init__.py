@@ -15,6 +15,7 @@ _TARGETS = {
     "local": ("gpuops.targets.local", "LocalTarget"),
     "docker": ("gpuops.targets.docker", "DockerTarget"),
     "aws": ("gpuops.targets.aws", "AwsTarget"),
+    "ray": ("gpuops.targets.ray", "RayTarget"),
 }
 
 TARGET_NAMES = tuple(_TARGETS)

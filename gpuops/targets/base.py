@@ -75,7 +75,18 @@ class AwsOptions(_Options):
     detach: bool = False  # return once launched instead of following the log
 
 
-TargetOptions = LocalOptions | DockerOptions | AwsOptions
+class RayOptions(_Options):
+    """``--target ray``: the cluster (``--ray-address``, else ``RAY_ADDRESS``, else a Ray instance
+    started on this machine for the command), the GPUs each trial holds (None: the spec's
+    ``resources.gpus``; fractions share a GPU), and how often a failed trial is tried again."""
+
+    kind: Literal["ray"] = "ray"
+    address: str | None = None
+    gpus_per_trial: float | None = None
+    max_failures: int = 1
+
+
+TargetOptions = LocalOptions | DockerOptions | AwsOptions | RayOptions
 
 
 @dataclass

@@ -35,6 +35,7 @@ EXAMPLES = """Examples:
   gpuops doctor --json                one JSON document, for scripts
   gpuops doctor --against 3f2a9c      what differs from the machine that made run 3f2a9c...
   gpuops doctor --replay host.yaml --against 3f2a9c   the same, for a saved capture's machine
+  gpuops doctor --cluster --ray-address 10.0.0.5:6379   every node of a Ray cluster
 
 With --against RUN_ID, doctor compares this machine's environment fingerprint (or that of the
 --replay capture) with the env.* tags of a run made by gpuops run: driver, CUDA, cuDNN, framework
@@ -219,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="Compare with the machine that made this tracked run (an id or a unique prefix).")
     a("--tracking-uri", metavar="URI",
       help="With --against: the MLflow store of the run (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
+    a("--cluster", action="store_true",
+      help="Doctor on every node of a Ray cluster, one report per node and what differs between them "
+           "(with --capture DIR: one capture per node).")
+    a("--ray-address", metavar="ADDRESS",
+      help="With --cluster: the cluster (default: RAY_ADDRESS, else a Ray instance on this machine).")
     a("--json", dest="json_", action="store_true", help=JSON_HELP)
     a("--quiet", "-q", action="store_true", help=QUIET_HELP)
     a("--no-color", action="store_true", help=NO_COLOR_HELP)
@@ -245,6 +251,8 @@ def doctor(
     env_dir: Path = Path("environments"),
     against: str | None = None,
     tracking_uri: str | None = None,
+    cluster: bool = False,
+    ray_address: str | None = None,
     json_: bool = False,
     quiet: bool = False,
     no_color: bool = False,
@@ -265,6 +273,15 @@ def doctor(
             )
         if tracking_uri is not None and against is None:
             raise UsageError("--tracking-uri only goes with --against")
+        if ray_address is not None and not cluster:
+            raise UsageError("--ray-address only goes with --cluster")
+        if cluster:
+            used = [o for o, on in (("--fix", fix), ("--replay", replay is not None), ("--against", against),
+                                    ("--deep", deep), ("--log", bool(log)), ("--python", python)) if on]
+            if used:
+                raise UsageError(f"--cluster runs doctor on the nodes; it does not go with {', '.join(used)}")
+            _cluster(app, ray_address, capture_dir=capture, env_dir=env_dir)
+            return app.exit_code
         if against is not None:
             used = [o for o, on in (("--fix", fix), ("--yes", yes), ("--deep", deep), ("--log", bool(log)))
                     if on]
@@ -302,6 +319,45 @@ def doctor(
             app.out.result(data, render=None if app.out.json_mode or app.out.quiet else _render(report, fix))
             app.exit_code = report.exit_code
     return app.exit_code
+
+
+def _cluster(app: Application, address: str | None, *, capture_dir: Path | None, env_dir: Path) -> None:
+    """``--cluster``: doctor's capture on every alive Ray node; one report per node, and the
+    fingerprint keys on which nodes disagree."""
+    import dataclasses
+
+    from gpuops.cluster.doctor import cluster_doctor
+    from gpuops.cluster.ray_cluster import ray_session
+
+    with ray_session(address, dashboard=False) as session:
+        for warning in session.warnings:
+            app.out.warn(warning)
+        report = cluster_doctor(capture_dir=capture_dir, env_dir=env_dir)
+    doc = {"nodes": [dataclasses.asdict(n) for n in report.nodes], "differences": report.differences,
+           "odd_ones": report.odd_ones, "exit_code": report.exit_code}
+    render = None
+    if not (app.out.json_mode or app.out.quiet):
+        out = Lines()
+        out.add((f"gpuops doctor --cluster: {len(report.nodes)} node(s)", "bold"))
+        style = {"problems": "bold red", "capture_failed": "bold red", "could_not_verify": "yellow",
+                 "warnings": "yellow", "healthy": "green"}
+        for n in report.nodes:
+            out.add((f"  {n.hostname} ({n.node_ip}, node {n.node_id[:12]}): ", ""),
+                    (n.verdict_line, style.get(n.verdict, "")))
+            if n.capture_file:
+                out.add((f"    capture: {n.capture_file}", "dim"))
+        if report.differences:
+            out.add(("what differs between the nodes:", "bold"))
+            for key, by_node in report.differences.items():
+                odd = set(report.odd_ones.get(key, []))
+                values = ", ".join(f"{nid[:12]}={v}" + (" (differs)" if nid in odd else "")
+                                   for nid, v in by_node.items())
+                out.add((f"  {key}: {values}", ""))
+        else:
+            out.add(("the nodes agree on driver, CUDA, GPU and framework builds", "green"))
+        render = out
+    app.out.result(doc, render=render)
+    app.exit_code = report.exit_code
 
 
 def _against(app: Application, run_ref: str, *, tracking_uri: str | None, replay: Path | None,

@@ -19,6 +19,13 @@ UriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow track
                                              "MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db).")]
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="A few iterations on a few images/examples: the "
                                          "whole path on CPU in seconds (classification uses digits).")]
+RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="ray: the cluster (default: "
+                                                   "RAY_ADDRESS, else a Ray instance on 127.0.0.1 started "
+                                                   "for this command).")]
+GpusPerTrialOpt = Annotated[float | None, typer.Option("--gpus-per-trial", help="ray: GPUs each trial holds "
+                                                       "(default: resources.gpus; 0.5 shares a GPU).")]
+MaxFailuresOpt = Annotated[int | None, typer.Option("--max-failures", help="ray: times a failed trial is "
+                                                    "tried again, into the same run (default 1).")]
 
 
 def _quiet_mlflow() -> None:
@@ -169,6 +176,9 @@ def execute(app: Application, request: Any, *, yes: bool = False) -> dict[str, A
     doc.update({"launched": True, "run_id": handle.run_id, "job_id": handle.job.job_id})
     app.out.info(f"run {handle.run_id} in experiment {handle.experiment!r} ({request.target}"
                  + (f": {handle.job.job_id[:12]}" if request.target != "local" else "") + ")")
+    if "deadline" in handle.job.details:  # a cloud instance: it ends by itself, and how to reach it
+        app.out.info(f"powers off by {handle.job.details['deadline']} · log: gpuops logs {handle.run_id} "
+                     f"--follow · stop: gpuops stop {handle.run_id}")
     follow = _Follow(app)
     try:
         if getattr(request.options, "detach", False):
@@ -235,14 +245,24 @@ def report(app: Application, doc: dict[str, Any]) -> None:
 
 
 def target_options(target: str, *, env: str | None = None, image: str | None = None,
-                   aws: dict[str, Any] | None = None) -> Any:
+                   aws: dict[str, Any] | None = None, ray: dict[str, Any] | None = None) -> Any:
     """The typed options of ``--target``, refusing options of another target."""
     from gpuops.targets import TARGET_NAMES
-    from gpuops.targets.base import AwsOptions, DockerOptions, LocalOptions
+    from gpuops.targets.base import AwsOptions, DockerOptions, LocalOptions, RayOptions
 
-    given = [name for name, value in (aws or {}).items() if value not in (None, False)]
-    if target != "aws" and given:
-        raise UsageError(f"{', '.join(given)}: only for --target aws (this run's target is {target})")
+    for name, given_for in (("aws", aws), ("ray", ray)):
+        given = [k for k, value in (given_for or {}).items() if value not in (None, False)]
+        if target != name and given:
+            raise UsageError(f"{', '.join(given)}: only for --target {name} (this run's target is {target})")
+    if target == "ray":
+        if env or image:
+            raise UsageError(f"{'--env' if env else '--image'}: not for --target ray (its nodes train with "
+                             "their own Python)")
+        r = {k.lstrip("-").replace("-", "_"): v for k, v in (ray or {}).items() if v is not None}
+        if r.get("max_failures", 0) < 0 or r.get("gpus_per_trial", 0) < 0:
+            raise UsageError("--max-failures and --gpus-per-trial: expected 0 or more")
+        return RayOptions(address=r.get("ray_address"), gpus_per_trial=r.get("gpus_per_trial"),
+                          max_failures=r.get("max_failures", 1))
     if target == "local":
         if env or image:
             raise UsageError(f"{'--env' if env else '--image'}: only for --target docker or aws "
@@ -259,7 +279,8 @@ def target_options(target: str, *, env: str | None = None, image: str | None = N
 def run(
     spec: Annotated[Path | None, typer.Argument(help="Experiment spec (experiments/*.yaml); optional "
                                                 "with --resume.", show_default=False)] = None,
-    target: Annotated[str, typer.Option("--target", help="Where to train: local | docker | aws.")] = "local",
+    target: Annotated[str, typer.Option("--target", help="Where to train: local | docker | aws | ray.")
+                      ] = "local",
     smoke: SmokeOpt = False,
     set_: SetOpt = None,
     tracking_uri: UriOpt = None,
@@ -293,6 +314,9 @@ def run(
     detach: Annotated[bool, typer.Option("--detach", help="aws: return once the instance is launched "
                                          "instead of following its log.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending money (aws).")] = False,
+    ray_address: RayAddressOpt = None,
+    gpus_per_trial: GpusPerTrialOpt = None,
+    max_failures: MaxFailuresOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
@@ -322,6 +346,7 @@ def run(
       gpuops run experiments/srcnn_y.yaml --target aws --env pytorch --spot --max-hours 4 \\
           --tracking-uri http://mlflow.internal:5000
       gpuops run --resume 3f2c9a0e... --target aws --spot --yes
+      gpuops run experiments/srcnn_y.yaml --target ray --gpus-per-trial 0.5
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
@@ -330,7 +355,9 @@ def run(
 
         aws_only = {"--instance-type": instance_type, "--spot": spot, "--max-hours": max_hours,
                     "--region": region, "--ami": ami, "--bucket": bucket, "--detach": detach}
-        options = target_options(target, env=env, image=image, aws=aws_only)
+        ray_only = {"--ray-address": ray_address, "--gpus-per-trial": gpus_per_trial,
+                    "--max-failures": max_failures}
+        options = target_options(target, env=env, image=image, aws=aws_only, ray=ray_only)
         request = build_request(spec=spec, overrides=list(set_ or []), smoke=smoke, download=download,
                                 resume=resume, run_id=run_id, force=force, options=options,
                                 tracking_uri=tracking_uri, resolved_file=resolved,
@@ -346,10 +373,14 @@ def sweep(
                         "sweep: section).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Metric for the plot (default val/accuracy "
                                                "or val/psnr).")] = None,
-    target: Annotated[str, typer.Option("--target", help="Where each child trains: local | docker.")
+    target: Annotated[str, typer.Option("--target", help="Where the children train: local | docker (one "
+                                        "after another) | ray (at once, over the cluster's GPUs).")
                       ] = "local",
     env: Annotated[str | None, typer.Option("--env", help="docker: environment (environments/NAME.yaml).")
                    ] = None,
+    ray_address: RayAddressOpt = None,
+    gpus_per_trial: GpusPerTrialOpt = None,
+    max_failures: MaxFailuresOpt = None,
     smoke: SmokeOpt = False,
     set_: SetOpt = None,
     tracking_uri: UriOpt = None,
@@ -368,15 +399,19 @@ def sweep(
       gpuops sweep experiments/cifar10_subset_sweep.yaml
       gpuops sweep experiments/cifar10_cnn.yaml --param train.subset=1000,3000,5000,10000,50000
       gpuops sweep experiments/srcnn_y.yaml --param train.lr=1e-3,3e-4,1e-4 --metric val/psnr
+      gpuops sweep experiments/srcnn_y.yaml --param model.layers=32x3x3_1x3x3,64x9x9_32x5x5_1x5x5 \\
+          --target ray --ray-address 10.0.0.5:6379 --tracking-uri http://10.0.0.5:5000
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
     with _redacted_crash(), _stop_signals(), app.guard(), _redacted_messages():
         from gpuops.sweeps import plan_sweep, run_sweep
 
-        if target not in ("local", "docker"):
-            raise UsageError(f"--target {target}: sweeps run on local or docker")
-        options = target_options(target, env=env)
+        if target not in ("local", "docker", "ray"):
+            raise UsageError(f"--target {target}: sweeps run on local, docker or ray")
+        options = target_options(target, env=env, ray={"--ray-address": ray_address,
+                                                       "--gpus-per-trial": gpus_per_trial,
+                                                       "--max-failures": max_failures})
         plan = plan_sweep(spec, param=param, metric=metric, overrides=list(set_ or []), smoke=smoke)
         doc = run_sweep(plan, options=options, tracking_uri=tracking_uri,
                         run_child=lambda request: execute(app, request), on_child=app.out.info)

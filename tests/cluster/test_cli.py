@@ -1,0 +1,68 @@
+"""``--target ray`` through the CLI, against the session's real two-node Ray cluster on 127.0.0.1:
+``gpuops run``, ``gpuops sweep`` (the children as trials, the parent's table and plot) and
+``gpuops doctor --cluster``; and the refusals that come before any run exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.run.conftest import client, run_cli, tiny_sr_spec
+
+
+def _spec(tmp_path: Path, name: str) -> Path:
+    # one (declared) GPU per trial: Ray sets CUDA_VISIBLE_DEVICES; the trainer finds no CUDA, uses the CPU
+    return tiny_sr_spec(tmp_path, name, resources={"device": "auto", "gpus": 1, "threads": 1})
+
+
+def test_run_on_ray_is_one_trial_in_the_specs_experiment(ray_cluster: dict[str, Any], store: str,
+                                                          tmp_path: Path) -> None:
+    r = run_cli("run", str(_spec(tmp_path, "ray_one")), "--smoke", "--target", "ray", "--ray-address",
+                ray_cluster["address"], "--tracking-uri", store, "--json", cwd=tmp_path, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["target"] == "ray" and doc["status"] == "FINISHED" and "val/psnr" in doc["metrics"]
+    run = client(store).get_run(doc["run_id"])
+    tags = run.data.tags
+    assert tags["gpuops.target"] == "ray" and tags["gpuops.ray.node_id"] in ray_cluster["nodes"]
+    assert tags["gpuops.ray.cuda_visible_devices"] in ("0", "1")  # the declared GPU Ray gave the trial
+    assert "env.python" in tags  # the fingerprint of the node it ran on
+
+
+def test_sweep_on_ray_fans_out_and_collects(ray_cluster: dict[str, Any], store: str, tmp_path: Path) -> None:
+    r = run_cli("sweep", str(_spec(tmp_path, "ray_sweep")), "--param", "train.lr=0.001,0.002,0.003,0.004",
+                "--smoke", "--target", "ray", "--ray-address", ray_cluster["address"],
+                "--tracking-uri", store, "--json", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["target"] == "ray" and len(doc["runs"]) == 4
+    assert all(row["status"] == "FINISHED" and row["metric"] is not None for row in doc["runs"])
+    c = client(store)
+    children = c.search_runs([c.get_run(doc["parent_run_id"]).info.experiment_id],
+                             filter_string=f"tags.mlflow.parentRunId = '{doc['parent_run_id']}'")
+    assert sorted(run.data.params["train.lr"] for run in children) == ["0.001", "0.002", "0.003", "0.004"]
+    assert all(run.data.tags["gpuops.target"] == "ray" for run in children)
+    assert {a.path for a in c.list_artifacts(doc["parent_run_id"])} >= {"sweep.json", "sweep.png"}
+    assert c.get_run(doc["parent_run_id"]).info.status == "FINISHED"
+
+
+def test_doctor_cluster_reports_every_node(ray_cluster: dict[str, Any], tmp_path: Path) -> None:
+    r = run_cli("doctor", "--cluster", "--ray-address", ray_cluster["address"], "--capture", str(tmp_path),
+                "--json", cwd=tmp_path, timeout=300)
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert sorted(n["node_id"] for n in doc["nodes"]) == sorted(ray_cluster["nodes"])
+    assert all(n["verdict"] != "capture_failed" and not n["frameworks_imported"] for n in doc["nodes"])
+    assert len(list(tmp_path.glob("*.yaml"))) == len(ray_cluster["nodes"])  # one capture per node
+
+
+def test_a_local_store_with_a_remote_cluster_is_refused_before_any_run(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    r = run_cli("run", str(_spec(tmp_path, "ray_far")), "--target", "ray",
+                "--ray-address", "10.11.12.13:6379", "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path,
+                timeout=120)
+    assert r.returncode == 2 and "cannot log to it" in r.stderr, r.stderr[-2000:]
+    assert not db.exists()
+    r = run_cli("run", str(_spec(tmp_path, "ray_opts")), "--ray-address", "x:1", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "only for --target ray" in r.stderr

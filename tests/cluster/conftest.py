@@ -1,11 +1,12 @@
-"""A real two-node Ray cluster on 127.0.0.1 for the whole session, and real sqlite MLflow stores.
+"""A real two-node Ray cluster on 127.0.0.1 for the tests of this folder, and real sqlite MLflow stores.
 
 The cluster runs in its own process (``ray_cluster_proc.py``): a head node with 2 CPUs and 2
 declared GPUs (Ray schedules against them and sets ``CUDA_VISIBLE_DEVICES``; the trainers use the
 CPU), and a second node with 1 CPU and no GPU. Its temp dir (sockets, logs, Ray's address file) is a
 fresh short folder under /tmp, so nothing is shared with another Ray on this machine. Token
-authentication is on (``RAY_AUTH_MODE=token``, a fresh random ``RAY_AUTH_TOKEN`` set for the session
-in this process's environment, so that CLI subprocesses get it too). At the end
+authentication is on (``RAY_AUTH_MODE=token``, a fresh random ``RAY_AUTH_TOKEN`` set for this folder's
+tests in this process's environment, so that CLI subprocesses get it too; both are taken out again
+when they are done, with the cluster: the fixtures are package-scoped). At the end
 only that process and its descendants are stopped (never ``ray stop``, which stops every Ray
 instance of the machine).
 """
@@ -31,7 +32,7 @@ from tests.run.conftest import DATA, client
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster() -> Iterator[dict[str, Any]]:
     import psutil
 
@@ -110,7 +111,7 @@ def _has_ray() -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_conn(ray_cluster: dict[str, Any]) -> Iterator[Any]:
     """This test process connected to the session's cluster (through gpuops's own ``ray_session``)."""
     from gpuops.cluster.ray_cluster import ray_session

@@ -143,7 +143,7 @@ def check_one_path(uri: str, run_id: str, experiment: str, target: str, override
     assert override in json.loads(tags["gpuops.overrides"])
     key, _, value = override.partition("=")
     assert run.data.params[key] == value
-    if run.info.artifact_uri.startswith("mlflow-artifacts:"):
+    if run.info.artifact_uri.startswith("mlflow-artifacts:") and uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         from gpuops.tracking.server import default_artifacts_dir
 

@@ -213,18 +213,18 @@ def test_set_of_an_undeclared_param_is_exit_2(tmp_path: Path, store: str) -> Non
     assert runs_of(store, "typo") == []
 
 
-def test_an_environment_whose_python_is_missing_fails_the_run_clearly(tmp_path: Path, store: str) -> None:
+def test_an_environment_whose_python_is_missing_is_refused_before_any_run(tmp_path: Path, store: str) -> None:
     envs = tmp_path / "environments"
     envs.mkdir()
     (envs / "old-py.yaml").write_text(yaml.safe_dump({
         "framework": "chainer", "framework_version": "7.8.1", "python": "3.1", "cuda": None}))
     spec = script_spec(tmp_path, "oldpy", "print(1)\n", env=str(envs / "old-py.yaml"))
     r = run_cli("run", str(spec), "--tracking-uri", store, "--json", cwd=tmp_path)
-    assert r.returncode == 1, r.stderr[-2000:]
-    (run,) = runs_of(store, "oldpy")
-    assert run.info.status == "FAILED"
-    assert "needs Python 3.1" in run.data.tags["gpuops.error"]
-    assert "no python3.1 on PATH" in run.data.tags["gpuops.error"]
+    assert r.returncode == 2, r.stderr[-2000:]  # the local target's plan, before the run exists
+    assert "needs Python 3.1" in r.stderr and "no python3.1 on PATH" in r.stderr
+    assert "--target docker" in r.stderr  # the way out: its image
+    assert json.loads(r.stdout)["error"]["exit_code"] == 2
+    assert runs_of(store, "oldpy") == []
 
 
 def test_compare_lines_up_a_script_run_with_a_built_in_one(tmp_path: Path, store: str) -> None:

@@ -51,6 +51,13 @@ def framework_requirements(spec: EnvSpec) -> list[str]:
     return reqs
 
 
+def framework_pip_options(spec: EnvSpec) -> list[str]:
+    """pip options of the framework step. Chainer 7.8.1 is a source release whose ``setup.py`` imports
+    ``pkg_resources``: pip's isolated build environment gets a current setuptools, which no longer has
+    it, so Chainer is built with the setuptools the lock pins (``--no-build-isolation``)."""
+    return ["--no-build-isolation"] if spec.framework == "chainer" else []
+
+
 def index_args(spec: EnvSpec, wheelhouse: bool) -> list[str]:
     """pip index options: PyTorch's own index for its +cuXYZ/+cpu wheels, unless a wheelhouse has them."""
     if spec.framework == "pytorch" and not wheelhouse:
@@ -83,7 +90,9 @@ def render(spec: EnvSpec, *, base_image: str | None = None, wheelhouse: bool = F
         "BASE_REASON": base.reason,
         "APT": " ".join(shlex.quote(p) for p in spec.apt),
         "INDEX_ARGS": " ".join(shlex.quote(a) for a in index_args(spec, wheelhouse)),
-        "FRAMEWORK_REQS": " ".join(shlex.quote(r) for r in reqs),
+        # the framework's pip options go in front of its pins, so that the other images' text (and
+        # hash) stays as it was
+        "FRAMEWORK_REQS": " ".join(shlex.quote(r) for r in [*framework_pip_options(spec), *reqs]),
         "EXTRA_LABELS": "".join(f' \\\n      {k}="{v}"' for k, v in sorted((extra_labels or {}).items())),
     }
     text = template_text()

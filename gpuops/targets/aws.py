@@ -219,6 +219,10 @@ class AwsTarget:
         from gpuops.cloud.storage import default_bucket, read_launch
 
         opts = _options(request)
+        if request.resolved.spec.task == "script":
+            raise UsageError("task: script does not run on --target aws yet: the instance would need the "
+                             "script, its environment's lock and a supervisor outside the image",
+                             hint="run it locally, in its image (--target docker), or on Ray (--target ray)")
         region = self._region(opts.region)
         instance_type = opts.instance_type
         max_hours = float(opts.max_hours)

@@ -16,6 +16,7 @@ from gpuops.errors import GpuopsError, UsageError
 from gpuops.launch import build_request
 from gpuops.targets.base import AwsOptions, LaunchRequest
 from tests.aws.conftest import REGION, SENTINEL_KEY_ID, SENTINEL_SECRET
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.aws
 
@@ -275,3 +276,10 @@ def test_an_aws_run_lands_in_the_specs_experiment_with_the_common_tags(dlami, sr
         assert tags["aws.instance_type"] == "g5.xlarge"
     finally:
         target.stop(job)
+
+
+def test_a_script_task_is_refused_before_anything_is_created(dlami, mlflow_server) -> None:
+    spec = REPO / "experiments" / "torch_script.yaml"
+    with pytest.raises(UsageError, match="task: script does not run on --target aws"):
+        _target().aws_plan(build_request(spec=spec, tracking_uri=mlflow_server.url, smoke=True,
+                                         options=AwsOptions(region=REGION)))

@@ -84,6 +84,13 @@ class RayOptions(_Options):
     address: str | None = None
     gpus_per_trial: float | None = None
     max_failures: int = 1
+    dashboard: str | None = None  # the Jobs API's address (http://HEAD:8265): with it, the run is a job
+    gpuops_cmd: str = "gpuops"  # how the cluster's nodes start gpuops (a job's entrypoint)
+
+    @property
+    def detach(self) -> bool:
+        """A job on a shared cluster is submitted and left to run (gpuops ps/logs/stop --target ray)."""
+        return self.dashboard is not None
 
 
 TargetOptions = LocalOptions | DockerOptions | AwsOptions | RayOptions

@@ -66,3 +66,56 @@ def test_a_local_store_with_a_remote_cluster_is_refused_before_any_run(tmp_path:
     assert not db.exists()
     r = run_cli("run", str(_spec(tmp_path, "ray_opts")), "--ray-address", "x:1", cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "only for --target ray" in r.stderr
+
+
+def test_a_job_through_the_cli_is_listed_logged_and_stopped(ray_cluster: dict[str, Any], store: str,
+                                                             tmp_path: Path) -> None:
+    import os
+    import sys
+    import time
+
+    dash = ray_cluster["dashboard"]
+    dash = dash if dash.startswith("http") else f"http://{dash}"
+    spec = tiny_sr_spec(tmp_path, "ray_job", train={"iterations": 200_000, "checkpoint_every": 0},
+                        eval={"every": None}, resources={"device": "cpu", "threads": 1})
+    r = run_cli("run", str(spec), "--target", "ray", "--submit", dash, "--gpuops-cmd",
+                f"{sys.executable} -m gpuops", "--tracking-uri", store, "--json", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["state"] == "launched" and doc["status"] == "RUNNING"
+    run_id = doc["run_id"]
+    seen: dict[str, Any] = {}
+    end = time.monotonic() + 240
+    while time.monotonic() < end:  # listed, and training (its first loss in MLflow)
+        out = run_cli("ps", "--target", "ray", "--ray-dashboard", dash, "--json", cwd=tmp_path).stdout
+        ps = json.loads(out)
+        seen = next((j for j in ps["jobs"] if j["run_id"] == run_id), {})
+        if seen.get("status") == "RUNNING" and "train/loss" in client(store).get_run(run_id).data.metrics:
+            break
+        time.sleep(2)
+    assert seen.get("status") == "RUNNING", seen
+    logs = run_cli("logs", run_id, "--target", "ray", "--ray-dashboard", dash, cwd=tmp_path)
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr[-2000:]
+    stop = run_cli("stop", run_id, "--target", "ray", "--ray-dashboard", dash, "--tracking-uri", store,
+                   "--json", cwd=tmp_path, timeout=180)
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    assert json.loads(stop.stdout)["run_status"] == "KILLED"
+    assert client(store).get_run(run_id).info.status == "KILLED"
+    token = ray_cluster.get("token") or os.environ.get("RAY_AUTH_TOKEN")
+    if token:  # the cluster runs with token auth: the token is in none of what gpuops printed
+        assert token not in r.stdout + r.stderr + logs.stdout + stop.stdout
+
+
+def test_resources_gpus_on_ray_is_ddp_through_ray_train(ray_cluster: dict[str, Any], store: str,
+                                                        tmp_path: Path) -> None:
+    spec = tiny_sr_spec(tmp_path, "ray_ddp", resources={"device": "cpu", "gpus": 2, "threads": 1})
+    r = run_cli("run", str(spec), "--smoke", "--target", "ray", "--ray-address", ray_cluster["address"],
+                "--tracking-uri", store, "--json", cwd=tmp_path, timeout=500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "FINISHED" and "val/psnr" in doc["metrics"]
+    c = client(store)
+    history = c.get_metric_history(doc["run_id"], "train/loss")
+    steps = [m.step for m in history]
+    assert steps and len(steps) == len(set(steps))  # logged once, from rank 0
+    assert c.get_run(doc["run_id"]).data.params["resources.gpus"] == "2"

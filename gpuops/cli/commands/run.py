@@ -262,7 +262,8 @@ def target_options(target: str, *, env: str | None = None, image: str | None = N
         if r.get("max_failures", 0) < 0 or r.get("gpus_per_trial", 0) < 0:
             raise UsageError("--max-failures and --gpus-per-trial: expected 0 or more")
         return RayOptions(address=r.get("ray_address"), gpus_per_trial=r.get("gpus_per_trial"),
-                          max_failures=r.get("max_failures", 1))
+                          max_failures=r.get("max_failures", 1), dashboard=r.get("submit"),
+                          **({"gpuops_cmd": r["gpuops_cmd"]} if r.get("gpuops_cmd") else {}))
     if target == "local":
         if env or image:
             raise UsageError(f"{'--env' if env else '--image'}: only for --target docker or aws "
@@ -317,6 +318,12 @@ def run(
     ray_address: RayAddressOpt = None,
     gpus_per_trial: GpusPerTrialOpt = None,
     max_failures: MaxFailuresOpt = None,
+    submit: Annotated[str | None, typer.Option("--submit", metavar="DASHBOARD", help="ray: submit the run "
+                                               "as a job through the Jobs API of this dashboard "
+                                               "(http://HEAD:8265) and return; gpuops ps/logs/stop "
+                                               "--target ray reach it.")] = None,
+    gpuops_cmd: Annotated[str | None, typer.Option("--gpuops-cmd", help="ray --submit: how the cluster "
+                                                   "starts gpuops (default: gpuops).")] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
@@ -347,6 +354,9 @@ def run(
           --tracking-uri http://mlflow.internal:5000
       gpuops run --resume 3f2c9a0e... --target aws --spot --yes
       gpuops run experiments/srcnn_y.yaml --target ray --gpus-per-trial 0.5
+      gpuops run experiments/srcnn_y.yaml --target ray --set resources.gpus=4   # DDP, Ray Train
+      gpuops run experiments/srcnn_y.yaml --target ray --submit http://10.0.0.5:8265 \\
+          --tracking-uri http://10.0.0.5:5000
     """
     app = Application(json_mode=json_, quiet=quiet, no_color=no_color)
     _quiet_mlflow()
@@ -356,7 +366,7 @@ def run(
         aws_only = {"--instance-type": instance_type, "--spot": spot, "--max-hours": max_hours,
                     "--region": region, "--ami": ami, "--bucket": bucket, "--detach": detach}
         ray_only = {"--ray-address": ray_address, "--gpus-per-trial": gpus_per_trial,
-                    "--max-failures": max_failures}
+                    "--max-failures": max_failures, "--submit": submit, "--gpuops-cmd": gpuops_cmd}
         options = target_options(target, env=env, image=image, aws=aws_only, ray=ray_only)
         request = build_request(spec=spec, overrides=list(set_ or []), smoke=smoke, download=download,
                                 resume=resume, run_id=run_id, force=force, options=options,

@@ -239,11 +239,12 @@ def _check_name(v: str) -> str:
     return v
 
 
-class _Experiment(_Strict):
+class _Named(_Strict):
+    """What every task's spec has: its name, how it is tracked, what it needs, how it is swept."""
+
     name: str
     description: str = Field("", max_length=10_000)
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    train: TrainSpec
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     sweep: SweepSpec | None = None
@@ -252,6 +253,10 @@ class _Experiment(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name(v)
+
+
+class _Experiment(_Named):
+    train: TrainSpec
 
 
 class SRExperiment(_Experiment):
@@ -320,14 +325,11 @@ class MetricPatternSpec(_Strict):
         return v
 
 
-class ScriptExperiment(_Strict):
+class ScriptExperiment(_Named):
     """``task: script``: the user's own training code, run as a process and tracked like a built-in
     experiment. See ``gpuops.scripts`` for how it is started and supervised."""
 
-    name: str
     task: Literal["script"]
-    description: str = Field("", max_length=10_000)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
     # argv; "python" (or "python3") as the first item is the environment's interpreter
     entrypoint: list[str] = Field(min_length=1, max_length=MAX_ARGV)
     params: dict[str, ParamValue] = Field(default_factory=dict, max_length=MAX_PARAMS)
@@ -337,14 +339,6 @@ class ScriptExperiment(_Strict):
     metrics: list[MetricPatternSpec] = Field(default_factory=list, max_length=MAX_METRICS)
     smoke: dict[str, ParamValue] = Field(default_factory=dict, max_length=MAX_PARAMS)  # params --smoke sets
     code: list[str] = Field(default_factory=list, max_length=MAX_CODE)  # more source files/folders to log
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    sweep: SweepSpec | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _check_name(v)
 
     @field_validator("entrypoint")
     @classmethod

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpuops.scripts.supervise import LineTail, MetricPoint, Outcome, OutputMetrics, exit_outcome, fill_argv
+from gpuops.train.events import Events
 
 # After passing a Ctrl-C on, how long the script gets before SIGTERM, and then before SIGKILL. Both
 # together stay under the 30 s that ``LocalTarget.stop`` waits before it signals the trainer again.
@@ -55,20 +56,7 @@ CODE_SUFFIXES = {".py", ".sh", ".yaml", ".yml", ".json", ".toml", ".cfg", ".txt"
 _WORKER_ONLY_ENV = ("GPUOPS_PARENT_PID", "GPUOPS_JOBDIR")
 
 
-class EventWriter:
-    """Progress events for the parent, one JSON object per line (``gpuops.train.common.Events``'s
-    format, without importing torch)."""
-
-    def __init__(self, path: str | None) -> None:
-        self._f = open(path, "a", buffering=1, encoding="utf-8") if path else None  # noqa: SIM115
-
-    def emit(self, event: str, **data: Any) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps({"event": event, "time": time.time(), **data}) + "\n")
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
+EventWriter = Events  # the trainer's progress events (gpuops.train.events), torch-free
 
 
 def absolute_tracking_uri(uri: str, cwd: Path) -> str:

@@ -184,7 +184,7 @@ class OutputMetrics:
 
     @staticmethod
     def events(points: Iterable[MetricPoint]) -> list[dict[str, Any]]:
-        """The progress events (``gpuops.train.common.Events`` format, without the time) that
+        """The progress events (``gpuops.train.events.Events`` format, without the time) that
         ``gpuops run`` renders: ``progress`` for a ``train/loss`` value, ``eval`` for ``val/*``."""
         out: list[dict[str, Any]] = []
         vals: dict[str, float] = {}

@@ -606,16 +606,7 @@ def _system_metrics(spec: Any, run_id: str, uri: str, gpus: bool) -> Any:
     """MLflow's system metrics (CPU, memory and, through NVML, the GPUs) sampled on the host while
     the container runs: on when the spec asks (``tracking.system_metrics``), or by default when the
     container was handed the GPUs. They describe the whole host, not the container alone."""
-    want = spec.tracking.system_metrics
-    if want is None:
-        want = gpus
-    if not want:
-        return None
-    try:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    from gpuops.tracking.sysmetrics import start_system_metrics
 
-        mon = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1, tracking_uri=uri)
-        mon.start()
-        return mon
-    except Exception:
-        return None
+    want = spec.tracking.system_metrics
+    return start_system_metrics(run_id, uri, bool(gpus if want is None else want))

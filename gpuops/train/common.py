@@ -19,7 +19,6 @@ The instance contract (what the docker and aws targets set up, see ``gpuops/clou
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from gpuops.tracking.tracker import Tracker
+from gpuops.train.events import Events
 
 if TYPE_CHECKING:
     from gpuops.experiments.spec import ResolvedExperiment, TrainSpec
@@ -57,22 +57,6 @@ class Interrupted(Exception):
     def __init__(self, iteration: int) -> None:
         super().__init__(f"spot interruption notice: checkpointed at iteration {iteration} and stopped")
         self.iteration = iteration
-
-
-# --------------------------------------------------------------------------- events
-class Events:
-    """Progress events for the parent process: one JSON object per line, appended to a file."""
-
-    def __init__(self, path: str | Path | None) -> None:
-        self._f = open(path, "a", buffering=1, encoding="utf-8") if path else None  # noqa: SIM115
-
-    def emit(self, event: str, **data: Any) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps({"event": event, "time": time.time(), **data}) + "\n")
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
 
 
 # --------------------------------------------------------------------------- outputs

@@ -70,19 +70,12 @@ def _orphan_cleanup() -> None:
 
 
 def _system_metrics(spec: Any, device: Any, run_id: str, uri: str) -> Any:
+    from gpuops.tracking.sysmetrics import start_system_metrics
+
     want = spec.tracking.system_metrics
     if want is None:
         want = device.type == "cuda" and _nvml_ok()
-    if not want:
-        return None
-    try:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        mon = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1, tracking_uri=uri)
-        mon.start()
-        return mon
-    except Exception:  # system metrics are a nice-to-have; never fail a run on them
-        return None
+    return start_system_metrics(run_id, uri, bool(want))
 
 
 def _nvml_ok() -> bool:

@@ -172,7 +172,7 @@ def summarise(handle: RunHandle, outcome: RunOutcome, *, began: float, summary: 
         tail = getattr(handle, "tail", None)
         text = error or tags.get("gpuops.error", "")[-2000:] or (tail() if callable(tail) else "")
         doc["error"] = redact_text(text or outcome.error or "")
-        if getattr(handle, "job", None) is not None and handle.job.details.get("log_kept"):
+        if handle.job.details.get("log_kept"):
             from gpuops.targets.local import TRAINER_LOG
 
             doc["trainer_log"] = f"{doc.get('artifact_uri', '')}/{TRAINER_LOG}"

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, require
-from tests.run.conftest import DATA, client
+from tests.run.conftest import DATA, store, store_template  # noqa: F401 (fixtures: a fresh sqlite store)
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,15 +120,3 @@ def ray_conn(ray_cluster: dict[str, Any]) -> Iterator[Any]:
         yield session
 
 
-@pytest.fixture(scope="session")
-def cluster_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("cluster_store") / "mlflow.db"
-    client(f"sqlite:///{db}").search_experiments()
-    return db
-
-
-@pytest.fixture
-def store(tmp_path: Path, cluster_store_template: Path) -> str:
-    db = tmp_path / "mlflow.db"
-    shutil.copyfile(cluster_store_template, db)
-    return f"sqlite:///{db}"

@@ -152,3 +152,17 @@ def check_one_path(uri: str, run_id: str, experiment: str, target: str, override
     else:
         assert any(a.path == "spec.yaml" for a in c.list_artifacts(run_id))
     return tags
+
+
+def process_gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rpartition(")")[2].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.2)
+    return False

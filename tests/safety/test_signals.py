@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from gpuops.tracking.procs import pid_alive
-from tests.run.conftest import client, gpuops_cmd, only_run, run_cli, tiny_sr_spec, wait_for
+from tests.run.conftest import client, gpuops_cmd, only_run, process_gone, run_cli, tiny_sr_spec, wait_for
 from tests.safety.conftest import job_folders
 
 
@@ -40,19 +39,6 @@ def _long_run(tmp_path: Path, store: str, jobs_tmp: Path,
     assert pid_alive(pid)
     assert job_folders(jobs_tmp), "the job folder exists while the run trains"
     return proc, run, pid
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rpartition(")")[2].split()[0] == "Z":
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _kill_all(proc: subprocess.Popen[str], *pids: int) -> None:
@@ -81,7 +67,7 @@ def test_term_or_hup_of_gpuops_run_marks_the_run_killed(tmp_path: Path, store: s
     assert proc.returncode == 130, (tmp_path / f"sig{sig.name.lower()}.out").read_text()[-2000:]
     got = client(store).get_run(run.info.run_id)
     assert got.info.status == "KILLED"
-    assert _gone(trainer, 30), "the trainer outlived gpuops run"
+    assert process_gone(trainer, 30), "the trainer outlived gpuops run"
     assert job_folders(jobs_tmp) == []
 
 
@@ -95,7 +81,7 @@ def test_sigkill_of_gpuops_run_ends_the_trainer_and_its_run(tmp_path: Path, stor
         # run KILLED. What must hold in every case: no trainer is left after 10 s (it has 7 s,
         # gpuops.train.worker.STOP_DEADLINE_S), and no run stays RUNNING (KILLED by the trainer, or
         # marked by `gpuops runs --clean`).
-        assert _gone(trainer, 10), "the trainer outlived gpuops run by 10 s"
+        assert process_gone(trainer, 10), "the trainer outlived gpuops run by 10 s"
     finally:
         _kill_all(proc, trainer)
     with contextlib.suppress(AssertionError):
@@ -164,7 +150,7 @@ def test_gpuops_ui_takes_its_server_along(tmp_path: Path, store: str, jobs_tmp: 
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
         wait_for(lambda: not _answers(doc["url"]), 30, "the MLflow server to stop answering")
-        assert _gone(server, 30), "the server's supervisor outlived gpuops ui"
+        assert process_gone(server, 30), "the server's supervisor outlived gpuops ui"
         # nothing of its process group is left (uvicorn and mlflow's own processes)
         wait_for(lambda: subprocess.run(["pgrep", "-g", str(server)], capture_output=True,
                                         check=False).returncode == 1, 30, "the server's group to end")

@@ -17,7 +17,7 @@ import yaml
 
 from gpuops.tracking.procs import pid_alive
 from tests.conftest import REPO
-from tests.run.conftest import client, gpuops_cmd, only_run, run_cli, wait_for
+from tests.run.conftest import client, gpuops_cmd, only_run, process_gone, run_cli, wait_for
 from tests.scripts.conftest import artifact_paths, artifact_text, runs_of, script_spec
 
 LOOP = """
@@ -37,19 +37,6 @@ def _popen(args: list[str], cwd: Path, out: Path) -> subprocess.Popen[str]:
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen(gpuops_cmd(*args), cwd=cwd, stdout=open(out, "w"),
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rpartition(")")[2].split()[0] == "Z":
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _looping(tmp_path: Path, store: str, name: str,
@@ -110,7 +97,7 @@ def test_ctrl_c_or_sigterm_stops_the_script_and_the_run_is_killed(tmp_path: Path
     run = client(store).get_run(run_id)
     assert run.info.status == "KILLED"
     assert "interrupted (SIGINT)" in run.data.tags["gpuops.error"]
-    assert _gone(pid, 30), "the script outlived its run"
+    assert process_gone(pid, 30), "the script outlived its run"
     stdout = artifact_text(store, run_id, "logs/stdout.txt", tmp_path / "dl")
     assert "starting with lr 0.5" in stdout
 
@@ -126,7 +113,7 @@ def test_a_script_that_ignores_ctrl_c_is_terminated(tmp_path: Path, store: str) 
     finally:
         _kill_all(proc, pid)
     assert proc.returncode == 130
-    assert _gone(pid, 10)
+    assert process_gone(pid, 10)
     run = client(store).get_run(run_id)
     assert run.info.status == "KILLED"
     assert "SIGTERM" in run.data.tags["gpuops.error"]  # it took the SIGTERM that followed
@@ -254,7 +241,7 @@ def test_sigkill_of_gpuops_run_leaves_no_script_and_no_running_run(tmp_path: Pat
     try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        assert _gone(pid, 60), "the script outlived gpuops run"
+        assert process_gone(pid, 60), "the script outlived gpuops run"
     finally:
         _kill_all(proc, pid)
     wait_for(lambda: client(store).get_run(run_id).info.status != "RUNNING", 60, "the run to be ended")
@@ -276,7 +263,7 @@ def test_a_process_the_script_leaves_behind_neither_hangs_the_run_nor_outlives_i
     assert run.info.status == "FINISHED"
     stdout = artifact_text(store, run.info.run_id, "logs/stdout.txt", tmp_path / "dl")
     child = int(stdout.split("child ")[1].split()[0])
-    assert _gone(child, 15), "the script's leftover process was not ended"
+    assert process_gone(child, 15), "the script's leftover process was not ended"
 
 
 def test_sigterm_of_the_trainer_ends_a_script_that_ignores_it_within_the_trainer_s_deadline(
@@ -292,7 +279,7 @@ def test_sigterm_of_the_trainer_ends_a_script_that_ignores_it_within_the_trainer
     try:
         os.kill(trainer, signal.SIGTERM)  # as the kernel does when gpuops run dies (PR_SET_PDEATHSIG)
         proc.wait(timeout=120)
-        assert _gone(pid, 15)
+        assert process_gone(pid, 15)
     finally:
         _kill_all(proc, pid)
     run = client(store).get_run(run_id)
